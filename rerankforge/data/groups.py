@@ -1,0 +1,140 @@
+"""Training groups: the one record that mining writes, labelling enriches and training reads.
+
+One JSON object per line::
+
+    {"schema": "rerankforge.group/1", "query_id": "q1", "query": "text",
+     "candidates": [{"doc_id": "d7", "text": "...", "label": 1.0, "teacher": 3.2,
+                     "rank": 4, "score": 17.1, "propensity": 0.5, "weight": 2.0}, ...],
+     "meta": {...}}
+
+Only ``doc_id`` is required per candidate; ``label`` is a graded relevance (``null`` =
+unjudged), ``teacher`` a teacher model's score, ``rank``/``score`` the first-stage position
+(1-based) and score, ``propensity`` the examination probability of a clicked position and
+``weight`` a per-candidate loss weight (e.g. inverse propensity). Candidate order carries no
+meaning: positives can sit anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rerankforge.errors import DataFormatError
+from rerankforge.utils.io import atomic_write, iter_jsonl
+
+SCHEMA = "rerankforge.group/1"
+_OPTIONAL_FLOATS = ("label", "teacher", "score", "propensity", "weight")
+
+
+@dataclass
+class Candidate:
+    doc_id: str
+    text: str | None = None
+    label: float | None = None
+    teacher: float | None = None
+    rank: int | None = None
+    score: float | None = None
+    propensity: float | None = None
+    weight: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class Group:
+    query_id: str
+    query: str
+    candidates: list[Candidate]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        obj = {"schema": SCHEMA, "query_id": self.query_id, "query": self.query,
+               "candidates": [c.to_json() for c in self.candidates]}
+        if self.meta:
+            obj["meta"] = self.meta
+        return obj
+
+    @property
+    def positives(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.label is not None and c.label > 0]
+
+
+def _parse_candidate(raw: Any, path, lineno: int, k: int) -> Candidate:
+    if not isinstance(raw, dict):
+        raise DataFormatError(path, lineno, f"candidate {k} is not an object")
+    if "doc_id" not in raw or str(raw["doc_id"]) == "":
+        raise DataFormatError(path, lineno, f'candidate {k} has no "doc_id"')
+    unknown = set(raw) - {"doc_id", "text", "rank", *_OPTIONAL_FLOATS}
+    if unknown:
+        raise DataFormatError(path, lineno, f"candidate {k} has unknown fields {sorted(unknown)}")
+    values: dict[str, Any] = {"doc_id": str(raw["doc_id"])}
+    text = raw.get("text")
+    if text is not None:
+        if not isinstance(text, str) or not text.strip():
+            raise DataFormatError(path, lineno, f"candidate {k} ({values['doc_id']}) has an empty text")
+        values["text"] = text
+    for key in _OPTIONAL_FLOATS:
+        v = raw.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+            raise DataFormatError(path, lineno, f"candidate {k} field {key!r} must be a number, got {v!r}")
+        values[key] = float(v)
+    if raw.get("rank") is not None:
+        if not isinstance(raw["rank"], int) or raw["rank"] < 1:
+            raise DataFormatError(path, lineno, f"candidate {k} rank must be a positive integer")
+        values["rank"] = raw["rank"]
+    return Candidate(**values)
+
+
+def parse_group(obj: dict[str, Any], path="<memory>", lineno: int = 0) -> Group:
+    schema = obj.get("schema", SCHEMA)
+    if schema != SCHEMA:
+        raise DataFormatError(path, lineno, f"unsupported schema {schema!r} (this version reads {SCHEMA!r})")
+    for key in ("query_id", "query", "candidates"):
+        if key not in obj:
+            raise DataFormatError(path, lineno, f'missing "{key}"')
+    if not isinstance(obj["query"], str) or not obj["query"].strip():
+        raise DataFormatError(path, lineno, "empty query text")
+    if not isinstance(obj["candidates"], list) or not obj["candidates"]:
+        raise DataFormatError(path, lineno, '"candidates" must be a non-empty list')
+    cands = [_parse_candidate(c, path, lineno, k) for k, c in enumerate(obj["candidates"])]
+    ids = [c.doc_id for c in cands]
+    if len(set(ids)) != len(ids):
+        dup = next(d for d in ids if ids.count(d) > 1)
+        raise DataFormatError(path, lineno, f"document {dup!r} appears twice in one group")
+    return Group(str(obj["query_id"]), obj["query"], cands, dict(obj.get("meta") or {}))
+
+
+def iter_groups(path: str | Path) -> Iterator[Group]:
+    for lineno, obj in iter_jsonl(path):
+        yield parse_group(obj, path, lineno)
+
+
+def read_groups(path: str | Path) -> list[Group]:
+    """Read a groups file; texts repeated across groups share one string object per doc id."""
+    interned: dict[str, str] = {}
+    groups = []
+    for group in iter_groups(path):
+        for c in group.candidates:
+            if c.text is not None:
+                c.text = interned.setdefault(c.doc_id, c.text)
+        groups.append(group)
+    return groups
+
+
+def write_groups(path: str | Path, groups: Iterable[Group]) -> int:
+    """Write groups atomically; returns how many were written."""
+    import json
+
+    n = 0
+    with atomic_write(path) as fh:
+        for group in groups:
+            fh.write(json.dumps(group.to_json(), ensure_ascii=False))
+            fh.write("\n")
+            n += 1
+    return n

@@ -1,0 +1,63 @@
+"""Cross-encoder: [CLS] query [SEP] document [SEP] -> one relevance logit.
+
+Stored as a plain ``AutoModelForSequenceClassification`` directory (num_labels=1), so the export
+loads unchanged in transformers and in ``sentence_transformers.CrossEncoder``. Tokenisation
+matches sentence-transformers (``truncation=True``, i.e. longest-first) so scores agree.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rerankforge.models.base import Reranker, register_model, resolve_model_path, scatter_scores
+
+
+@register_model("cross_encoder")
+class CrossEncoder(Reranker):
+    head_prefixes = ("classifier", "score")
+
+    def __init__(self, model, tokenizer, max_length: int = 256):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    @classmethod
+    def from_base(cls, name_or_path: str | None = None, max_length: int = 256, **kwargs) -> CrossEncoder:
+        path = resolve_model_path(name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+        if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        return cls(model, tokenizer, max_length)
+
+    @classmethod
+    def from_pretrained(cls, path, max_length: int | None = None, **kwargs) -> CrossEncoder:
+        enc = cls.from_base(str(path), max_length=256, **kwargs)
+        enc.max_length = max_length or int(getattr(enc.model.config, "rerankforge_max_length", 0)) or min(
+            enc.tokenizer.model_max_length, 512)
+        return enc
+
+    def tokenize(self, queries: list[str], docs: list[list[str]]) -> dict[str, Any]:
+        q_flat = [q for q, ds in zip(queries, docs) for _ in ds]
+        d_flat = [d for ds in docs for d in ds]
+        return dict(self.tokenizer(q_flat, d_flat, padding=True, truncation=True,
+                                   max_length=self.max_length, return_tensors="pt"))
+
+    def forward(self, features: dict[str, Any], mask: torch.Tensor) -> torch.Tensor:
+        logits = self.model(**features).logits.view(-1)
+        return scatter_scores(logits, mask)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.config.rerankforge_max_length = self.max_length
+        self.model.save_pretrained(path, safe_serialization=True)
+        # model_max_length makes sentence-transformers truncate where we do.
+        self.tokenizer.model_max_length = self.max_length
+        self.tokenizer.save_pretrained(path)
+        self.write_meta(path, max_length=self.max_length)

@@ -1,0 +1,86 @@
+"""File helpers: transparent gzip, strict UTF-8 JSONL with line numbers, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from rerankforge.errors import DataFormatError
+
+
+def open_text(path: str | os.PathLike, mode: str = "r"):
+    """Open a text file, gunzipping ``*.gz``; reading is strict UTF-8 so bad bytes raise."""
+    path = Path(path)
+    if "r" in mode:
+        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline=None)
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, line)`` (1-based, newline stripped); invalid UTF-8 names the line."""
+    lineno = 0
+    with open_text(path) as fh:
+        while True:
+            try:
+                line = fh.readline()
+            except UnicodeDecodeError as err:
+                raise DataFormatError(path, lineno + 1, f"invalid UTF-8 ({err.reason})") from None
+            if not line:
+                return
+            lineno += 1
+            yield lineno, line.rstrip("\r\n")
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, object)`` for each non-blank line; bad JSON names file and line."""
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(path, lineno, f"invalid JSON: {err.msg} (column {err.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataFormatError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w"):
+    """Write to a temporary file beside ``path`` and rename it into place only on success.
+
+    A crash or exception leaves the previous file (or nothing) — never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        if "b" in mode:
+            fh = open(tmp, mode)
+        elif path.suffix == ".gz":
+            fh = io.TextIOWrapper(gzip.open(tmp, "wb"), encoding="utf-8")
+        else:
+            fh = open(tmp, mode, encoding="utf-8")
+        with fh:
+            yield fh
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, indent=2, sort_keys=False)
+        fh.write("\n")
