@@ -1,0 +1,50 @@
+"""Config -> model, optimizer and schedule."""
+
+from __future__ import annotations
+
+import torch
+from transformers import get_scheduler
+
+from rerankforge.errors import ConfigError
+from rerankforge.models import MODELS, Reranker
+from rerankforge.models.base import resolve_model_path
+from rerankforge.train.config import ModelConfig, OptimConfig
+
+
+def build_model(cfg: ModelConfig) -> Reranker:
+    if cfg.type not in MODELS:
+        raise ConfigError(f"unknown model type {cfg.type!r}; available: {', '.join(sorted(MODELS))}")
+    model = MODELS[cfg.type].from_base(resolve_model_path(cfg.name_or_path), max_length=cfg.max_length,
+                                       **dict(cfg.params))
+    if cfg.lora:
+        from rerankforge.models.peft_utils import apply_lora
+
+        model = apply_lora(model, dict(cfg.lora))
+    if cfg.gradient_checkpointing:
+        from rerankforge.models.peft_utils import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model)
+    return model
+
+
+def _no_decay(name: str) -> bool:
+    return name.endswith("bias") or "LayerNorm" in name or "layernorm" in name or "norm.weight" in name
+
+
+def build_optimizer(model: Reranker, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norms; fresh heads may get ``head_lr``."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((model.is_head_param(name), _no_decay(name)), []).append(p)
+    head_lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
+    param_groups = [
+        {"params": ps, "lr": head_lr if is_head else cfg.lr, "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+        for (is_head, no_decay), ps in groups.items()
+    ]
+    return torch.optim.AdamW(param_groups)
+
+
+def build_scheduler(optimizer, cfg: OptimConfig, total_steps: int):
+    return get_scheduler(cfg.schedule, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                         num_training_steps=total_steps)

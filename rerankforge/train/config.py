@@ -1,0 +1,121 @@
+"""Typed training configuration: OmegaConf structured dataclasses, YAML files, dotted overrides.
+
+    cfg = load_config("configs/scifact_listwise.yaml", ["optim.lr=2e-5", "model.max_length=192"])
+
+Unknown keys and wrongly typed values are errors that name the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from rerankforge.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    type: str = "cross_encoder"
+    #: HF checkpoint dir or hub name; "default" is the bundled MiniLM-L6
+    name_or_path: str = "default"
+    max_length: int = 256
+    #: extra constructor arguments for the model type (e.g. ColBERT ``dim``)
+    params: dict[str, Any] = field(default_factory=dict)
+    #: peft LoRA settings (r, alpha, dropout, target_modules); null trains all weights
+    lora: Optional[dict[str, Any]] = None
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class DataConfig:
+    #: groups JSONL written by `rerankforge mine` / `label` / `clicks groups` (required to train)
+    train_groups: Optional[str] = None
+    #: BEIR collection used to look up texts for candidates stored without text
+    collection: Optional[str] = None
+    #: candidates per group drawn each epoch from the mined pool (null: all)
+    group_size: Optional[int] = 16
+    max_positives: Optional[int] = None
+    #: use only the first N groups (quick experiments)
+    max_groups: Optional[int] = None
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-5
+    #: learning rate of freshly initialised heads (null: same as lr)
+    head_lr: Optional[float] = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    schedule: str = "linear"
+    epochs: int = 1
+    #: stop after this many optimizer steps (overrides epochs when set)
+    max_steps: Optional[int] = None
+    #: groups per forward pass on each process
+    batch_size: int = 2
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class EvalConfig:
+    #: BEIR collection to evaluate on after training (null: no evaluation)
+    collection: Optional[str] = None
+    split: str = "test"
+    #: first-stage TREC run to rerank (null: BM25 top-depth retrieved on the fly)
+    run: Optional[str] = None
+    depth: int = 100
+    measures: list[str] = field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100", "AP@100"])
+    batch_size: int = 64
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    seed: int = 42
+    bf16: bool = True
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    #: list of {name, weight, ...params}; see rerankforge.losses.LOSSES
+    loss: list[Any] = field(default_factory=lambda: [{"name": "listwise_ce"}])
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    #: checkpoint every N optimizer steps (0: at each epoch end only)
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    #: "auto" resumes from the newest checkpoint in output_dir, or a checkpoint path
+    resume: Optional[str] = None
+    #: accelerate trackers, e.g. ["wandb"] or ["tensorboard"]
+    report_to: list[str] = field(default_factory=list)
+    progress: bool = True
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                schema: type = TrainConfig) -> Any:
+    """Merge ``schema`` defaults, a YAML file and ``key=value`` overrides into a typed object."""
+    try:
+        merged = OmegaConf.structured(schema)
+        if path is not None:
+            if not Path(path).exists():
+                raise FileNotFoundError(f"config file {path} not found")
+            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}{err}".splitlines()[0] + _key_hint(err)) from None
+
+
+def _key_hint(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    return f" (key: {key})" if key else ""
+
+
+def to_yaml(cfg: Any) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

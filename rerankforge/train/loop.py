@@ -1,0 +1,205 @@
+"""The training loop: plain Accelerate, one model/loss-agnostic path.
+
+    batch of groups -> model -> scores[B, G] -> loss(scores, targets, mask) -> AdamW step
+
+Resuming is exact: data order depends only on (seed, epoch), candidate sampling on
+(seed, epoch, group index), and ``accelerator.save_state`` keeps model, optimizer, schedule
+and RNG states; a resumed run skips the batches it already consumed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Sampler
+
+from rerankforge.data.beir import Collection
+from rerankforge.data.dataset import GroupCollator, GroupDataset, SamplingConfig
+from rerankforge.data.groups import read_groups
+from rerankforge.errors import ConfigError
+from rerankforge.losses import build_loss
+from rerankforge.train.build import build_model, build_optimizer, build_scheduler
+from rerankforge.train.config import TrainConfig, to_yaml
+from rerankforge.utils.io import atomic_write, write_json
+
+log = logging.getLogger(__name__)
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation that depends only on (seed, epoch), identical on every process."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    return sorted((p for p in root.glob("checkpoint-*") if p.is_dir() and (p / "trainer_state.json").exists()),
+                  key=lambda p: int(p.name.split("-")[1]))
+
+
+def _save_checkpoint(accelerator: Accelerator, out: Path, state: dict, keep: int) -> None:
+    final = out / f"checkpoint-{state['global_step']}"
+    tmp = out / f".tmp-checkpoint-{state['global_step']}"
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        write_json(tmp / "trainer_state.json", state)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)  # a checkpoint dir is complete or absent, never half-written
+        for old in _checkpoints(out)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _export(model, path: Path) -> None:
+    tmp = path.parent / f".tmp-{path.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+
+
+def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
+    """Train ``cfg`` and export the final model to ``<output_dir>/model``; returns that path."""
+    if not cfg.data.train_groups:
+        raise ConfigError("data.train_groups is not set: give the groups JSONL written by `rerankforge mine`")
+    out = Path(cfg.output_dir)
+    accelerator = accelerator or Accelerator(
+        mixed_precision="bf16" if cfg.bf16 else "no",
+        gradient_accumulation_steps=cfg.optim.grad_accum,
+        log_with=list(cfg.report_to) or None,
+        project_dir=str(out),
+    )
+    set_seed(cfg.seed)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / "config.yaml") as fh:
+            fh.write(to_yaml(cfg))
+    if cfg.report_to:
+        from omegaconf import OmegaConf
+
+        accelerator.init_trackers("rerankforge", config=OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+    model = build_model(cfg.model)
+    loss_fn = build_loss(list(cfg.loss))
+    groups = read_groups(cfg.data.train_groups)
+    if cfg.data.max_groups:
+        groups = groups[: cfg.data.max_groups]
+    text_of = Collection(cfg.data.collection).corpus.text if cfg.data.collection else None
+    dataset = GroupDataset(groups, SamplingConfig(cfg.data.group_size, cfg.data.max_positives, True, cfg.seed), text_of)
+    sampler = EpochShuffle(len(dataset), cfg.seed)
+    loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler,
+                        collate_fn=GroupCollator(model.tokenize), num_workers=cfg.data.num_workers)
+
+    optimizer = build_optimizer(model, cfg.optim)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    steps_per_epoch = math.ceil(len(loader) / cfg.optim.grad_accum)
+    total_steps = cfg.optim.max_steps or steps_per_epoch * cfg.optim.epochs
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    # Not prepared: accelerate would step it once per process; we step once per optimizer step.
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
+    accelerator.register_for_checkpointing(scheduler)
+
+    state = {"epoch": 0, "batches_in_epoch": 0, "global_step": 0, "pairs": 0}
+    resume = cfg.resume
+    if resume == "auto":
+        found = _checkpoints(out)
+        resume = str(found[-1]) if found else None
+    if resume:
+        accelerator.load_state(resume)
+        state = json.loads((Path(resume) / "trainer_state.json").read_text())
+        accelerator.print(f"resumed from {resume} at step {state['global_step']}")
+
+    accelerator.print(f"training {type(accelerator.unwrap_model(model)).__name__} on {len(dataset)} groups: "
+                      f"{total_steps} steps, {accelerator.num_processes} process(es), device {accelerator.device}, "
+                      f"mixed precision {accelerator.mixed_precision}")
+    progress = None
+    if cfg.progress and accelerator.is_local_main_process:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=total_steps, initial=state["global_step"], desc="train", unit="step", dynamic_ncols=True)
+
+    model.train()
+    t_start, pairs_start = time.perf_counter(), state["pairs"]
+    history = []
+    done = state["global_step"] >= total_steps
+    for epoch in range(state["epoch"], epochs):
+        if done:
+            break
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        skip = state["batches_in_epoch"] if epoch == state["epoch"] else 0
+        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        state["epoch"], state["batches_in_epoch"] = epoch, skip
+        for batch in batches:
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    scores = model(batch.features, batch.mask)
+                loss, parts = loss_fn.forward_batch(scores.float(), batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and cfg.optim.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            state["batches_in_epoch"] += 1
+            state["pairs"] += batch.num_pairs * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            state["global_step"] += 1
+            step = state["global_step"]
+            rate = (state["pairs"] - pairs_start) / max(time.perf_counter() - t_start, 1e-9)
+            if step % cfg.log_every == 0 or step == total_steps:
+                record = {"step": step, "epoch": epoch, "loss": float(loss.detach()), "lr": scheduler.get_last_lr()[0],
+                          "pairs_per_s": rate, **{f"loss/{k}": v for k, v in parts.items()}}
+                history.append(record)
+                accelerator.log(record, step=step)
+            if progress:
+                progress.update(1)
+                progress.set_postfix(loss=f"{float(loss.detach()):.4f}", pairs_s=f"{rate:.1f}", epoch=epoch)
+            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+                _save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
+            if step >= total_steps:
+                done = True
+                break
+        else:
+            state["epoch"], state["batches_in_epoch"] = epoch + 1, 0
+            if not done and epoch + 1 < epochs:
+                _save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
+    if progress:
+        progress.close()
+
+    train_seconds = time.perf_counter() - t_start
+    accelerator.wait_for_everyone()
+    model_dir = out / "model"
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        _export(unwrapped, model_dir)
+        write_json(out / "train_summary.json", {
+            "global_step": state["global_step"], "pairs": state["pairs"], "train_seconds": train_seconds,
+            "pairs_per_s": (state["pairs"] - pairs_start) / max(train_seconds, 1e-9),
+            "processes": accelerator.num_processes, "history": history,
+        })
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return model_dir
