@@ -93,6 +93,9 @@ class TrainConfig:
     #: accelerate trackers, e.g. ["wandb"] or ["tensorboard"]
     report_to: list[str] = field(default_factory=list)
     progress: bool = True
+    #: write ranks/rank-N.json with the query ids each process trained on and a parameter
+    #: checksum (to audit data sharding and replica agreement in multi-process runs)
+    record_ranks: bool = False
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

@@ -79,6 +79,13 @@ def _export(model, path: Path) -> None:
     tmp.rename(path)
 
 
+def _record_rank(accelerator: Accelerator, model, out: Path, seen: list[str]) -> None:
+    with torch.no_grad():
+        checksum = sum(float(p.double().sum()) for p in accelerator.unwrap_model(model).parameters())
+    write_json(out / "ranks" / f"rank-{accelerator.process_index}.json",
+               {"process_index": accelerator.process_index, "query_ids": seen, "param_checksum": checksum})
+
+
 def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
     """Train ``cfg`` and export the final model to ``<output_dir>/model``; returns that path."""
     if not cfg.data.train_groups:
@@ -109,7 +116,10 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
     dataset = GroupDataset(groups, SamplingConfig(cfg.data.group_size, cfg.data.max_positives, True, cfg.seed), text_of)
     sampler = EpochShuffle(len(dataset), cfg.seed)
     loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=sampler,
-                        collate_fn=GroupCollator(model.tokenize), num_workers=cfg.data.num_workers)
+                        collate_fn=GroupCollator(model.tokenize), num_workers=cfg.data.num_workers,
+                        # A private generator: creating an iterator must not draw from the global RNG,
+                        # or dropout masks after a resume would differ from the uninterrupted run.
+                        generator=torch.Generator().manual_seed(cfg.seed))
 
     optimizer = build_optimizer(model, cfg.optim)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -142,14 +152,17 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
     model.train()
     t_start, pairs_start = time.perf_counter(), state["pairs"]
     history = []
+    seen: list[str] = []
     done = state["global_step"] >= total_steps
     for epoch in range(state["epoch"], epochs):
         if done:
             break
         dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch)
         skip = state["batches_in_epoch"] if epoch == state["epoch"] else 0
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        # Accelerate's loaders push their own iteration count into the sampler on __iter__;
+        # pin it to the true epoch so a resumed (fresh) loader draws the same order.
+        batches.set_epoch(epoch)
         state["epoch"], state["batches_in_epoch"] = epoch, skip
         for batch in batches:
             with accelerator.accumulate(model):
@@ -162,6 +175,8 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             state["batches_in_epoch"] += 1
+            if cfg.record_ranks:
+                seen.extend(batch.query_ids)
             state["pairs"] += batch.num_pairs * accelerator.num_processes
             if not accelerator.sync_gradients:
                 continue
@@ -191,6 +206,8 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
 
     train_seconds = time.perf_counter() - t_start
     accelerator.wait_for_everyone()
+    if cfg.record_ranks:
+        _record_rank(accelerator, model, out, seen)
     model_dir = out / "model"
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)

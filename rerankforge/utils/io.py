@@ -26,17 +26,18 @@ def open_text(path: str | os.PathLike, mode: str = "r"):
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
-    """Yield ``(line_number, line)`` (1-based, newline stripped); invalid UTF-8 names the line."""
-    lineno = 0
-    with open_text(path) as fh:
-        while True:
+    """Yield ``(line_number, line)`` (1-based, newline stripped); invalid UTF-8 names the line.
+
+    Lines are decoded one at a time from bytes: a buffered text decoder would report a bad byte
+    at whatever line its read-ahead chunk started on."""
+    path = Path(path)
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    with raw:
+        for lineno, data in enumerate(raw, start=1):
             try:
-                line = fh.readline()
+                line = data.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataFormatError(path, lineno + 1, f"invalid UTF-8 ({err.reason})") from None
-            if not line:
-                return
-            lineno += 1
+                raise DataFormatError(path, lineno, f"invalid UTF-8 at byte {err.start} ({err.reason})") from None
             yield lineno, line.rstrip("\r\n")
 
 
