@@ -6,7 +6,8 @@ over the real candidates of each group, averaged over groups that have a positiv
 positive this is the InfoNCE/"localised contrastive" loss of Gao et al., ECIR 2021
 ("Rethink Training of BERT Rerankers in Multi-Stage Retrieval Pipeline"); the graded form is
 the ListNet-style top-one cross-entropy (Cao et al., ICML 2007). ``weights`` (e.g. inverse
-propensities) scale each candidate's gain before normalisation.
+propensities) scale each candidate's gain before normalisation; ``temperature`` divides the
+scores.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import torch
 
 from rerankforge.data.labels import exp_gain
-from rerankforge.losses.base import RankingLoss, masked_scores, register_loss
+from rerankforge.losses.base import (RankingLoss, candidate_weights, masked_log_softmax, mean_over, prepare,
+                                     register_loss)
 
 
 @register_loss("listwise_ce")
@@ -23,17 +25,15 @@ class ListwiseSoftmaxCE(RankingLoss):
 
     def __init__(self, temperature: float = 1.0):
         super().__init__()
-        self.temperature = temperature
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
 
     def forward(self, scores, targets, mask, weights=None):
-        gain = exp_gain(targets) * mask
-        if weights is not None:
-            gain = gain * weights
+        s, y, valid = prepare(scores, targets, mask)
+        gain = exp_gain(y) * candidate_weights(weights, valid, s.dtype)
         total = gain.sum(-1, keepdim=True)
         has_pos = total.squeeze(-1) > 0
-        if not bool(has_pos.any()):
-            return scores.sum() * 0.0
-        y = gain / total.clamp_min(1e-12)
-        logp = torch.log_softmax(masked_scores(scores.float(), mask) / self.temperature, dim=-1)
-        per_group = -(y * logp.masked_fill(~mask, 0.0)).sum(-1)
-        return per_group[has_pos].mean()
+        target = gain / total.clamp_min(torch.finfo(s.dtype).tiny)
+        per_group = -(target * masked_log_softmax(s / self.temperature, valid)).sum(-1)
+        return mean_over(per_group, has_pos)
