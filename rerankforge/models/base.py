@@ -54,6 +54,8 @@ class Reranker(nn.Module):
     model_type: str = ""
     #: parameter-name prefixes of freshly initialised heads (may get their own learning rate)
     head_prefixes: tuple[str, ...] = ()
+    #: calibration hook: ``{"a", "b", "method", ..., "folded_into_head"}`` or None; see ``set_calibration``
+    calibration: dict[str, Any] | None = None
 
     def tokenize(self, queries: list[str], docs: list[list[str]]) -> dict[str, Any]:
         raise NotImplementedError
@@ -73,6 +75,8 @@ class Reranker(nn.Module):
 
     def write_meta(self, path: str | Path, **extra) -> None:
         meta = self.meta() | extra
+        if self.calibration is not None:  # calibration hook: survives load -> save round trips
+            meta.setdefault("calibration", self.calibration)
         Path(path, META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
     def is_head_param(self, name: str) -> bool:
@@ -109,12 +113,36 @@ class Reranker(nn.Module):
         self.train(was_training)
         return out
 
+    # --- calibration hook (rerankforge.eval.calibration; `rerankforge calibrate`) ----------------
+    def set_calibration(self, calibration: dict[str, Any] | None) -> None:
+        """Make ``score_pairs`` return ``a·s + b``, so ``sigmoid(score)`` is a calibrated probability.
+
+        Installed as an instance-level wrapper so it also covers subclasses that override
+        ``score_pairs`` (e.g. ColBERT). ``forward`` (training) stays raw. With
+        ``folded_into_head`` the model's own head already outputs calibrated logits and the
+        dict is only a record. ``write_meta`` stores it, ``load_reranker`` restores it."""
+        self.calibration = calibration
+        self.__dict__.pop("score_pairs", None)
+        if not calibration or calibration.get("folded_into_head"):
+            return
+        raw = self.score_pairs
+        a, b = float(calibration["a"]), float(calibration["b"])
+
+        def score_pairs(*args, **kwargs) -> np.ndarray:
+            return (a * raw(*args, **kwargs) + b).astype(np.float32)
+
+        score_pairs.__doc__ = raw.__doc__
+        self.__dict__["score_pairs"] = score_pairs
+
 
 def load_reranker(path: str | Path, **kwargs) -> Reranker:
     """Load any exported rerankforge model; a plain HF sequence-classification dir loads as a cross-encoder."""
     path = Path(path)
     meta_path = path / META_FILE
-    model_type = json.loads(meta_path.read_text())["model_type"] if meta_path.exists() else "cross_encoder"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    model_type = meta.get("model_type", "cross_encoder")
     if model_type not in MODELS:
         raise ConfigError(f"{path}: unknown model type {model_type!r}; available: {', '.join(sorted(MODELS))}")
-    return MODELS[model_type].from_pretrained(path, **kwargs)
+    model = MODELS[model_type].from_pretrained(path, **kwargs)
+    model.set_calibration(meta.get("calibration"))
+    return model

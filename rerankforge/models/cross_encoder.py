@@ -55,8 +55,13 @@ class CrossEncoder(Reranker):
     def save_pretrained(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.config.rerankforge_max_length = self.max_length
-        self.model.save_pretrained(path, safe_serialization=True)
+        # LoRA (peft) models are exported with the adapter merged, so the directory stays a plain
+        # HF sequence-classification checkpoint; ``merged_copy`` returns other models unchanged.
+        from rerankforge.models.peft_utils import merged_copy
+
+        model = merged_copy(self.model)
+        model.config.rerankforge_max_length = self.max_length
+        model.save_pretrained(path, safe_serialization=True)
         # model_max_length makes sentence-transformers truncate where we do.
         self.tokenizer.model_max_length = self.max_length
         self.tokenizer.save_pretrained(path)
