@@ -146,3 +146,22 @@ def test_two_process_cpu_training(tmp_path, tiny_bert_dir):
     assert len(seen0) == len(seen1) == 4 and not seen0 & seen1
     assert ranks[0]["param_checksum"] == pytest.approx(ranks[1]["param_checksum"], abs=1e-9)
     assert "2 process(es)" in proc.stdout
+
+
+def test_colbert_trains_with_in_batch_negatives(tmp_path, tiny_bert_dir):
+    cfg = cfg_for(tmp_path, tiny_bert_dir, "colbert", "model.type=colbert", "model.params={dim: 16, query_length: 8}",
+                  "in_batch_negatives=true", "optim.epochs=3", "optim.batch_size=3")
+    model_dir = train(cfg)
+    from rerankforge.models import load_reranker
+
+    model = load_reranker(model_dir)
+    assert type(model).__name__ == "ColBERT"
+    losses = [h["loss"] for h in json.loads((tmp_path / "colbert" / "train_summary.json").read_text())["history"]]
+    assert sum(losses[-4:]) < sum(losses[:4])
+
+
+def test_in_batch_negatives_rejected_for_cross_encoder(tmp_path, tiny_bert_dir):
+    from rerankforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="in-batch"):
+        train(cfg_for(tmp_path, tiny_bert_dir, "ce", "in_batch_negatives=true", "optim.max_steps=1"))

@@ -82,6 +82,9 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     #: list of {name, weight, ...params}; see rerankforge.losses.LOSSES
     loss: list[Any] = field(default_factory=lambda: [{"name": "listwise_ce"}])
+    #: also score each query against the other queries' documents of the batch, gathered across
+    #: processes (late-interaction models, e.g. colbert)
+    in_batch_negatives: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     #: checkpoint every N optimizer steps (0: at each epoch end only)

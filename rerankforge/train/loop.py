@@ -28,6 +28,7 @@ from rerankforge.errors import ConfigError
 from rerankforge.losses import build_loss
 from rerankforge.train.build import build_model, build_optimizer, build_scheduler
 from rerankforge.train.config import TrainConfig, to_yaml
+from rerankforge.train.in_batch import InBatchView, check_in_batch
 from rerankforge.utils.io import atomic_write, write_json
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
         accelerator.init_trackers("rerankforge", config=OmegaConf.to_container(OmegaConf.structured(cfg)))
 
     model = build_model(cfg.model)
+    if cfg.in_batch_negatives:
+        check_in_batch(model)
     loss_fn = build_loss(list(cfg.loss))
     groups = read_groups(cfg.data.train_groups)
     if cfg.data.max_groups:
@@ -167,8 +170,12 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
         for batch in batches:
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    scores = model(batch.features, batch.mask)
-                loss, parts = loss_fn.forward_batch(scores.float(), batch)
+                    if cfg.in_batch_negatives:
+                        out_ib = model(batch.features, batch.mask, in_batch=True)
+                        scores, targets = out_ib.scores, InBatchView(out_ib, batch)
+                    else:
+                        scores, targets = model(batch.features, batch.mask), batch
+                loss, parts = loss_fn.forward_batch(scores.float(), targets)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
