@@ -117,22 +117,27 @@ class Reranker(nn.Module):
     def set_calibration(self, calibration: dict[str, Any] | None) -> None:
         """Make ``score_pairs`` return ``a·s + b``, so ``sigmoid(score)`` is a calibrated probability.
 
-        Installed as an instance-level wrapper so it also covers subclasses that override
-        ``score_pairs`` (e.g. ColBERT). ``forward`` (training) stays raw. With
-        ``folded_into_head`` the model's own head already outputs calibrated logits and the
-        dict is only a record. ``write_meta`` stores it, ``load_reranker`` restores it."""
+        Installed per instance so it also covers subclasses that override ``score_pairs`` (e.g.
+        ColBERT). ``forward`` (training) stays raw. With ``folded_into_head`` the model's own head
+        already outputs calibrated logits and the dict is only a record. ``write_meta`` stores it,
+        ``load_reranker`` restores it."""
         self.calibration = calibration
         self.__dict__.pop("score_pairs", None)
-        if not calibration or calibration.get("folded_into_head"):
-            return
-        raw = self.score_pairs
-        a, b = float(calibration["a"]), float(calibration["b"])
+        if calibration and not calibration.get("folded_into_head"):
+            self.__dict__["score_pairs"] = _CalibratedScorePairs(self)
 
-        def score_pairs(*args, **kwargs) -> np.ndarray:
-            return (a * raw(*args, **kwargs) + b).astype(np.float32)
 
-        score_pairs.__doc__ = raw.__doc__
-        self.__dict__["score_pairs"] = score_pairs
+class _CalibratedScorePairs:
+    """``type(owner).score_pairs`` followed by ``a·s + b``. A module-level class holding its owner
+    (not a closure over a bound method) so ``deepcopy``/``pickle`` of the model rebind it to the copy."""
+
+    def __init__(self, owner: Reranker):
+        self.owner = owner
+
+    def __call__(self, *args, **kwargs) -> np.ndarray:
+        cal = self.owner.calibration
+        raw = type(self.owner).score_pairs(self.owner, *args, **kwargs)
+        return (float(cal["a"]) * raw + float(cal["b"])).astype(np.float32)
 
 
 def load_reranker(path: str | Path, **kwargs) -> Reranker:

@@ -1,0 +1,140 @@
+"""Distillation: layer-subset student init and a tiny end-to-end run with its report."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import make_collection, make_groups
+from rerankforge.cli import main
+from rerankforge.data.groups import read_groups, write_groups
+from rerankforge.distill import init_student_from_layers, subset_layers
+from rerankforge.errors import ConfigError
+from rerankforge.models import load_reranker
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    yield
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def teacher6(tmp_path_factory):
+    """A tiny random 6-layer BERT cross-encoder (MiniLM tokenizer), as a teacher export."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from rerankforge.models.base import default_base_model
+    from rerankforge.models.cross_encoder import CrossEncoder
+
+    tok = AutoTokenizer.from_pretrained(default_base_model())
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=1,
+                     hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("teacher6")
+    CrossEncoder(BertForSequenceClassification(cfg), tok, max_length=64).save_pretrained(path)
+    return path
+
+
+def pairs():
+    groups = make_groups(n=3, size=4, seed=5)
+    return [g.query for g in groups for _ in g.candidates], [c.text for g in groups for c in g.candidates]
+
+
+def test_student_with_all_layers_scores_like_the_teacher(tmp_path, teacher6):
+    student_dir = init_student_from_layers(teacher6, list(range(6)), tmp_path / "s6")
+    q, d = pairs()
+    expected = load_reranker(teacher6).score_pairs(q, d, bf16=False)
+    got = load_reranker(student_dir).score_pairs(q, d, bf16=False)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+
+
+def test_layer_subset_copies_the_chosen_layers(tmp_path, teacher6):
+    student_dir = init_student_from_layers(teacher6, [0, 5], tmp_path / "s2", max_length=32)
+    teacher, student = load_reranker(teacher6), load_reranker(student_dir)
+    assert student.model.config.num_hidden_layers == 2 and student.max_length == 32
+    t, s = teacher.model.state_dict(), student.model.state_dict()
+    for key in s:
+        src = key.replace("encoder.layer.1.", "encoder.layer.5.")
+        torch.testing.assert_close(s[key], t[src], rtol=0, atol=0, msg=key)
+    assert any("encoder.layer.1." in k for k in s) and not any("encoder.layer.2." in k for k in s)
+    assert "classifier.weight" in s and "bert.pooler.dense.weight" in s
+    q, d = pairs()
+    assert not np.allclose(student.score_pairs(q, d, bf16=False), teacher.score_pairs(q, d, bf16=False))
+    with pytest.raises(ConfigError, match="distinct indices"):
+        subset_layers(teacher.model, [0, 6])
+    with pytest.raises(ConfigError, match="distinct indices"):
+        subset_layers(teacher.model, [1, 1])
+
+
+def test_tiny_distill_end_to_end(tmp_path, teacher6):
+    groups = make_groups(n=12, size=5, seed=2)
+    coll = make_collection(tmp_path / "coll", groups, split="test")
+    for g in groups:
+        for c in g.candidates:
+            c.teacher = None
+    groups_path = tmp_path / "mined.jsonl"
+    write_groups(groups_path, groups)
+    out = tmp_path / "distill"
+    cfg = tmp_path / "distill.yaml"
+    cfg.write_text(f"""
+teacher: {teacher6}
+groups: {groups_path}
+output_dir: {out}
+progress: false
+student: {{init: layers, layers: [0, 5]}}
+teacher_scoring: {{batch_size: 8, bf16: false, batch_queries: 5}}
+train:
+  bf16: false
+  loss:
+    - {{name: kl, temperature: 2.0}}
+    - {{name: margin_mse, weight: 0.1}}
+    - {{name: listwise_ce, weight: 0.5}}
+  data: {{group_size: 4}}
+  optim: {{epochs: 1, batch_size: 4, lr: 1.0e-3}}
+eval: {{collection: {coll}, split: test, depth: 5, batch_size: 8, chunk_queries: 5, bf16: false}}
+""")
+    assert main(["distill", "--config", str(cfg), "student.max_length=48"]) == 0
+
+    report = json.loads((out / "distill_report.json").read_text())
+    for name in ("teacher", "student"):
+        assert {"nDCG@10", "RR@10", "pairs_per_s"} <= set(report[name])
+        assert 0.0 <= report[name]["nDCG@10"] <= 1.0 and report[name]["pairs_per_s"] > 0
+        assert report[name]["pairs"] == 60  # same 12 x 5 pairs for both
+    assert report["teacher"]["layers"] == 6 and report["student"]["layers"] == 2
+    assert report["student"]["max_length"] == 48
+    assert report["speedup"] == pytest.approx(report["student"]["pairs_per_s"] / report["teacher"]["pairs_per_s"])
+    assert report["train"]["global_step"] == 3
+
+    # the teacher label job ran once, over every pair, with the teacher's own scores
+    labelled = read_groups(out / "groups.teacher.jsonl")
+    teacher = load_reranker(teacher6)
+    expected = teacher.score_pairs([g.query for g in labelled for _ in g.candidates],
+                                   [c.text for g in labelled for c in g.candidates], bf16=False)
+    np.testing.assert_allclose([c.teacher for g in labelled for c in g.candidates], expected, atol=1e-5)
+    assert report["teacher_labels"]["pairs"] == 60
+    assert (out / "model" / "rerankforge.json").exists() and (out / "eval" / "student.trec").exists()
+
+    # groups that already carry teacher scores are not rescored
+    from rerankforge.distill import TeacherScoring, teacher_scores
+
+    path, info = teacher_scores(out / "groups.teacher.jsonl", teacher6, tmp_path / "unused.jsonl", TeacherScoring())
+    assert path == out / "groups.teacher.jsonl" and info["skipped"] and not (tmp_path / "unused.jsonl").exists()
+    # and a rerun of distill reuses the finished label job instead of rescoring
+    scoring = TeacherScoring(batch_size=8, bf16=False, batch_queries=5)
+    path, info = teacher_scores(groups_path, teacher6, out / "groups.teacher.jsonl", scoring, progress=False)
+    assert info["computed"] == 0 and info["resumed"] == 12
+
+
+def test_distill_refuses_a_config_without_teacher_loss(tmp_path, teacher6, capsys):
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(f"teacher: {teacher6}\ngroups: x.jsonl\neval: {{collection: {tmp_path}}}\n"
+                   f"train: {{loss: [{{name: listwise_ce}}]}}\n")
+    assert main(["distill", "--config", str(cfg)]) == 2
+    assert "no loss learns from the teacher" in capsys.readouterr().err
