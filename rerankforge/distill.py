@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -91,6 +92,9 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: DistillEvalConfig = field(default_factory=DistillEvalConfig)
     progress: bool = True
+    #: skip groups, teacher scores and training: re-run only the comparison of the teacher with
+    #: the student already in <output_dir>/model (e.g. to re-measure speed on a quieter machine)
+    eval_only: bool = False
 
 
 # --------------------------------------------------------------------------- student init
@@ -251,6 +255,7 @@ def compare(models: dict[str, Any], collection, split: str, run=None, depth: int
 
     scored = {name: {} for name in names}
     seconds = {name: 0.0 for name in names}
+    chunk_rates: dict[str, list[float]] = {name: [] for name in names}
     chunks = [qids[s : s + chunk_queries] for s in range(0, len(qids), chunk_queries)]
     bar = None
     if progress:
@@ -266,7 +271,9 @@ def compare(models: dict[str, Any], collection, split: str, run=None, depth: int
         for name in (names if c % 2 == 0 else names[::-1]):
             start = time.perf_counter()
             scores = models[name].score_pairs(queries, docs, batch_size=batch_size, bf16=bf16)
-            seconds[name] += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            seconds[name] += elapsed
+            chunk_rates[name].append(len(pq) / max(elapsed, 1e-9))
             for (q, d), s in zip(pq, scores.tolist()):
                 scored[name].setdefault(q, []).append((d, s))
         if bar is not None:
@@ -280,7 +287,13 @@ def compare(models: dict[str, Any], collection, split: str, run=None, depth: int
         reranked = {q: sorted(docs, key=lambda e: -e[1]) for q, docs in scored[name].items()}
         runs[name] = reranked
         report[name] = {**evaluate(qrels, reranked, measures), "pairs": pairs, "seconds": seconds[name],
-                        "pairs_per_s": pairs / max(seconds[name], 1e-9)}
+                        "pairs_per_s": pairs / max(seconds[name], 1e-9),
+                        "pairs_per_s_median_chunk": float(np.median(chunk_rates[name]))}
+    if len(names) == 2:
+        # Each chunk is scored by both models back to back: the per-chunk ratio compares them under
+        # the same momentary load, and its median ignores chunks hit by a load spike or a pause.
+        a, b = names
+        report["speedup_median_chunk"] = float(np.median(np.array(chunk_rates[b]) / np.array(chunk_rates[a])))
     report["_runs"] = runs
     report["setup"] = {"split": split, "depth": depth, "queries": len(qids), "pairs": pairs,
                        "batch_size": batch_size, "bf16": bf16, "chunk_queries": chunk_queries,
@@ -298,13 +311,11 @@ def _parameters(model) -> int:
 def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     from accelerate import PartialState
 
-    from rerankforge.data.trec import write_run
     from rerankforge.losses import build_loss
     from rerankforge.models import load_reranker
     from rerankforge.train import train
     from rerankforge.train.config import to_yaml
-    from rerankforge.utils.io import atomic_write, write_json
-    from rerankforge.utils.table import metrics_table
+    from rerankforge.utils.io import atomic_write
 
     if not cfg.teacher:
         raise ConfigError("distill: `teacher` (an exported model directory) is not set")
@@ -318,7 +329,7 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
                           f"add kl or margin_mse to train.loss")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "distill_config.yaml") as fh:
+    with atomic_write(out / ("distill_eval_config.yaml" if cfg.eval_only else "distill_config.yaml")) as fh:
         fh.write(to_yaml(cfg))
     timings: dict[str, float] = {}
     t0 = t = time.perf_counter()
@@ -328,6 +339,11 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
         timings[name] = round(time.perf_counter() - t, 1)
         t = time.perf_counter()
 
+    if cfg.eval_only:
+        earlier = _previous(out, "timings_s") or {}
+        timings.update({k: v for k, v in earlier.items() if k not in ("evaluate", "total")})
+        return _evaluate_and_report(cfg, out, load_reranker(cfg.teacher), out / "model", timings, t0,
+                                    _previous(out, "teacher_labels"), _previous(out, "student_init"))
     if cfg.groups:
         groups = Path(cfg.groups)
         if not groups.exists():
@@ -368,13 +384,32 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     lap("train_student")
     if not PartialState().is_main_process:
         return {}
+    init = {"init": cfg.student.init, "layers": list(cfg.student.layers) if cfg.student.init == "layers" else None,
+            "from": student_path}
+    return _evaluate_and_report(cfg, out, teacher, student_dir, timings, t0, label_summary, init)
 
+
+def _previous(out: Path, key: str) -> Any:
+    path = out / "distill_report.json"
+    return json.loads(path.read_text()).get(key) if path.exists() else None
+
+
+def _evaluate_and_report(cfg: DistillConfig, out: Path, teacher, student_dir: Path, timings: dict[str, float],
+                         t0: float, label_summary: Any, student_init: Any) -> dict[str, Any]:
+    from rerankforge.data.trec import write_run
+    from rerankforge.models import load_reranker
+    from rerankforge.utils.io import write_json
+    from rerankforge.utils.table import metrics_table
+
+    if not (Path(student_dir) / "rerankforge.json").exists():
+        raise FileNotFoundError(f"no trained student at {student_dir}; run distill without eval_only first")
+    t = time.perf_counter()
     student = load_reranker(student_dir)
     ev = cfg.eval
     measures = list(dict.fromkeys(["nDCG@10", "RR@10", *ev.measures]))
     result = compare({"teacher": teacher, "student": student}, ev.collection, ev.split, ev.run, ev.depth, measures,
                      ev.batch_size, ev.bf16, ev.chunk_queries, cfg.progress)
-    lap("evaluate")
+    timings["evaluate"] = round(time.perf_counter() - t, 1)
     runs = result.pop("_runs")
     for name, run in runs.items():
         write_run(out / "eval" / f"{name}.trec", run, tag=name)
@@ -389,8 +424,7 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     result["train"] = {k: train_summary[k] for k in ("global_step", "pairs", "train_seconds", "pairs_per_s")
                        if k in train_summary}
     result["teacher_labels"] = label_summary
-    result["student_init"] = {"init": cfg.student.init, "layers": list(cfg.student.layers)
-                              if cfg.student.init == "layers" else None, "from": student_path}
+    result["student_init"] = student_init
     result["timings_s"] = {**timings, "total": round(time.perf_counter() - t0, 1)}
     ordered = {"teacher": result.pop("teacher"), "student": result.pop("student"), **result}
     write_json(out / "distill_report.json", ordered)
@@ -404,5 +438,6 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     metrics_table(rows, title=f"{Path(ev.collection).name} {ev.split}: reranking top-{ev.depth}, "
                               f"{ordered['setup']['pairs']} pairs, batch {ev.batch_size}, bf16={ev.bf16}")
     print(f"student keeps {100 * ordered['retention']['nDCG@10']:.1f}% of the teacher's nDCG@10 at "
-          f"{ordered['speedup']:.2f}x its pairs/s -> {out / 'distill_report.json'}")
+          f"{ordered['speedup']:.2f}x its pairs/s (median per-chunk ratio {ordered['speedup_median_chunk']:.2f}x) "
+          f"-> {out / 'distill_report.json'}")
     return ordered

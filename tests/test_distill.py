@@ -111,6 +111,15 @@ eval: {{collection: {coll}, split: test, depth: 5, batch_size: 8, chunk_queries:
     assert report["student"]["max_length"] == 48
     assert report["speedup"] == pytest.approx(report["student"]["pairs_per_s"] / report["teacher"]["pairs_per_s"])
     assert report["train"]["global_step"] == 3
+    assert report["speedup_median_chunk"] > 0 and report["student"]["pairs_per_s_median_chunk"] > 0
+
+    # eval_only re-measures the comparison without touching the trained student
+    weights = (out / "model" / "model.safetensors").stat().st_mtime_ns
+    assert main(["distill", "--config", str(cfg), "student.max_length=48", "eval_only=true"]) == 0
+    again = json.loads((out / "distill_report.json").read_text())
+    assert (out / "model" / "model.safetensors").stat().st_mtime_ns == weights
+    assert again["student"]["nDCG@10"] == pytest.approx(report["student"]["nDCG@10"], abs=1e-6)
+    assert again["teacher_labels"] == report["teacher_labels"] and "train_student" in again["timings_s"]
 
     # the teacher label job ran once, over every pair, with the teacher's own scores
     labelled = read_groups(out / "groups.teacher.jsonl")
