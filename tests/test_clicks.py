@@ -299,7 +299,7 @@ def test_naive_and_ipw_labels_by_hand():
     rate, rstats = click_groups(imps, LabelConfig(method="ipw", label_mode="rate", with_text=False), props, queries)
     r = {c.doc_id: c for c in rate[0].candidates}
     assert r["a"].label == pytest.approx(1 / 3) and r["a"].weight == 1.0
-    assert r["c"].label == 1.0 and rstats.clipped_labels == 1  # 4/3 capped at 1
+    assert r["c"].label == 1.0 and r["d"].label == 1.0 and rstats.clipped_labels == 2  # 4/3 and 10/3 capped at 1
     kept, _ = click_groups(imps, LabelConfig(method="naive", with_text=False, keep_unclicked=True), None, queries)
     assert [g.query_id for g in kept] == ["q1", "q2"]
 
