@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,11 @@ class Candidate:
     weight: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        # Direct attribute reads: dataclasses.asdict deep-copies and was a third of mining CPU at 1M.
+        return {k: v for k in _CANDIDATE_FIELDS if (v := getattr(self, k)) is not None}
+
+
+_CANDIDATE_FIELDS = tuple(f.name for f in fields(Candidate))
 
 
 @dataclass
