@@ -80,6 +80,15 @@ def test_empty_documents_are_skipped_and_counted(tmp_path):
     assert corpus.ids == ["1", "3"] and corpus.skipped_empty == 1
 
 
+def test_qrels_judging_an_empty_document_drop_that_judgment(tmp_path):
+    corpus = load_corpus(write_lines(tmp_path / "corpus.jsonl", [doc(1), doc(2, text="", title="")]))
+    queries = {"q1": "a query"}
+    qrels = load_qrels(write_lines(tmp_path / "qrels.tsv", ["q1\t1\t1", "q1\t2\t2"]), queries, corpus)
+    assert qrels == {"q1": {"1": 1}}
+    with pytest.raises(DataFormatError, match=r"bad.tsv:1: unknown document id '3'"):
+        load_qrels(write_lines(tmp_path / "bad.tsv", ["q1\t3\t1"]), queries, corpus)
+
+
 def test_invalid_utf8_names_line(tmp_path):
     path = tmp_path / "corpus.jsonl"
     path.write_bytes((doc(1) + "\n").encode() + b'{"_id": "2", "text": "caf\xe9"}\n')

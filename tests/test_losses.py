@@ -574,3 +574,10 @@ def test_weighted_sum_warns_when_target_field_is_empty():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # warned once, not every step
         loss.forward_batch(scores, batch)
+
+
+@pytest.mark.parametrize("spec", [{"name": "kl", "temperature": 0.0}, {"name": "listwise_ce", "temperature": -1.0},
+                                  {"name": "listnet", "label_temperature": 0.0}])
+def test_non_positive_temperature_is_rejected(spec):
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        build_loss([spec])

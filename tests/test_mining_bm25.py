@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from rerankforge.data.beir import Collection, Corpus, load_qrels
+from rerankforge.data.beir import Collection, Corpus
 from rerankforge.errors import ConfigError
 from rerankforge.mining import build_retriever
 from rerankforge.mining.bm25 import Analyzer, BM25Retriever, bm25s_reference
@@ -17,9 +17,8 @@ def cranfield(shared_datasets):
 
 @pytest.fixture(scope="module")
 def cran_queries(shared_datasets, cranfield):
-    # qrels read unvalidated: two judged Cranfield documents are empty and skipped by load_corpus
-    qrels = load_qrels(shared_datasets / "cranfield" / "qrels" / "test.tsv")
-    return {q: cranfield.queries[q] for q in qrels}
+    # two judged Cranfield documents are empty: load_corpus skips them and qrels drops their judgments
+    return cranfield.split_queries("test")
 
 
 def _index_matrix(model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from rerankforge.utils.io import atomic_write
+from rerankforge.utils.io import save_figure
 
 
 def plot_propensities(path: str | Path, estimated: Sequence[float],
@@ -37,7 +37,6 @@ def plot_propensities(path: str | Path, estimated: Sequence[float],
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        with atomic_write(path, "wb") as fh:
-            fig.savefig(fh, format="png")
+        save_figure(fig, path, dpi=100)
     finally:
         plt.close(fig)

@@ -28,15 +28,20 @@ def doc_text(title: str | None, text: str | None) -> str:
 
 @dataclass
 class Corpus:
-    """Documents as parallel ``ids``/``texts`` lists; ``skipped_empty`` counts dropped empty docs."""
+    """Documents as parallel ``ids``/``texts`` lists; ``skipped_ids`` are the empty documents dropped
+    on reading (kept so qrels that judge them can be told apart from unknown ids)."""
 
     ids: list[str]
     texts: list[str]
-    skipped_empty: int = 0
+    skipped_ids: frozenset[str] = frozenset()
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.index = {d: i for i, d in enumerate(self.ids)}
+
+    @property
+    def skipped_empty(self) -> int:
+        return len(self.skipped_ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -64,7 +69,7 @@ def load_corpus(path: str | Path) -> Corpus:
     ids: list[str] = []
     texts: list[str] = []
     seen: dict[str, int] = {}
-    skipped = 0
+    skipped: set[str] = set()
     for lineno, obj in iter_jsonl(path):
         doc_id = _require_id(obj, path, lineno)
         if doc_id in seen:
@@ -75,15 +80,15 @@ def load_corpus(path: str | Path) -> Corpus:
                 raise DataFormatError(path, lineno, f'"{key}" must be a string')
         text = doc_text(obj.get("title"), obj.get("text"))
         if not text:
-            skipped += 1
+            skipped.add(doc_id)
             continue
         ids.append(doc_id)
         texts.append(text)
     if skipped:
-        log.warning("%s: skipped %d documents with empty title and text", path, skipped)
+        log.warning("%s: skipped %d documents with empty title and text", path, len(skipped))
     if not ids:
         raise DataFormatError(path, None, "corpus has no documents")
-    return Corpus(ids, texts, skipped_empty=skipped)
+    return Corpus(ids, texts, skipped_ids=frozenset(skipped))
 
 
 def load_queries(path: str | Path) -> dict[str, str]:
@@ -109,8 +114,10 @@ def load_qrels(
 ) -> Qrels:
     """Read qrels: BEIR TSV (``query-id corpus-id score``, optional header) or TREC
     (``qid iter docid rel``). Unknown query or document ids are errors when ``queries`` /
-    ``corpus`` are given."""
+    ``corpus`` are given; judgments of documents the corpus skipped as empty are dropped with a
+    warning (Cranfield judges two empty documents), since no system can retrieve them."""
     qrels: Qrels = {}
+    dropped = 0
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
@@ -130,8 +137,13 @@ def load_qrels(
         if queries is not None and qid not in queries:
             raise DataFormatError(path, lineno, f"unknown query id {qid!r}")
         if corpus is not None and did not in corpus:
+            if did in corpus.skipped_ids:
+                dropped += 1
+                continue
             raise DataFormatError(path, lineno, f"unknown document id {did!r}")
         qrels.setdefault(qid, {})[did] = grade
+    if dropped:
+        log.warning("%s: dropped %d judgments of documents skipped as empty", path, dropped)
     return qrels
 
 

@@ -17,7 +17,6 @@ ECE here is the binary (positive-class) calibration error with equal-width bins 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -281,7 +280,7 @@ def reliability_diagram(path: str | Path, curves: Mapping[str, tuple[Any, Any]],
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from rerankforge.utils.io import atomic_write
+    from rerankforge.utils.io import save_figure
 
     fig = Figure(figsize=(6, 7))
     FigureCanvasAgg(fig)
@@ -305,9 +304,4 @@ def reliability_diagram(path: str | Path, curves: Mapping[str, tuple[Any, Any]],
     bottom.set_xlabel(f"predicted probability ({n_bins} bins)")
     bottom.set_ylabel("pairs")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    path = Path(path)
-    with atomic_write(path, "wb") as fh:
-        fh.write(buf.getvalue())
-    return path
+    return save_figure(fig, path)

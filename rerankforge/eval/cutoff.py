@@ -11,7 +11,6 @@ separately — the per-query latency an online reranker would see, tokenisation 
 
 from __future__ import annotations
 
-import io
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -123,7 +122,7 @@ def plot_cutoffs(path: str | Path, report: Mapping[str, Any], measures: Sequence
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from rerankforge.utils.io import atomic_write
+    from rerankforge.utils.io import save_figure
 
     rows = report["sweep"]
     ks = [r["k"] for r in rows]
@@ -151,12 +150,7 @@ def plot_cutoffs(path: str | Path, report: Mapping[str, Any], measures: Sequence
     fig.legend(lines, labels, fontsize=8, loc="lower center", ncol=3, frameon=False)
     ax.set_title(f"{Path(report['collection']).name} / {report['split']}: cutoff sweep ({report['queries']} queries)")
     fig.tight_layout(rect=(0, 0.12, 1, 1))  # room for the legend below the axes
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    path = Path(path)
-    with atomic_write(path, "wb") as fh:
-        fh.write(buf.getvalue())
-    return path
+    return save_figure(fig, path)
 
 
 def write_report(out_dir: str | Path, report: dict[str, Any]) -> dict[str, Path]:

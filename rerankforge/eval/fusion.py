@@ -11,20 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from rerankforge.data.trec import Run
+from rerankforge.mining.fusion import normalize_scores as normalize
+from rerankforge.mining.fusion import rrf
 
-
-def normalize(scores: np.ndarray, method: str = "minmax") -> np.ndarray:
-    """Per-query score normalisation: ``minmax`` to [0, 1], ``zscore`` to mean 0 / std 1, or ``none``."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if method == "none" or scores.size == 0:
-        return scores
-    if method == "minmax":
-        span = scores.max() - scores.min()
-        return (scores - scores.min()) / span if span > 0 else np.zeros_like(scores)
-    if method == "zscore":
-        std = scores.std()
-        return (scores - scores.mean()) / std if std > 0 else np.zeros_like(scores)
-    raise ValueError(f"unknown normalisation {method!r} (minmax, zscore, none)")
+__all__ = ["choose_alpha", "fuse", "normalize", "reciprocal_rank_fusion"]
 
 
 def fuse(first: Run, reranked: Run, alpha: float, norm: str = "minmax") -> Run:
@@ -53,11 +43,5 @@ def choose_alpha(first: Run, reranked: Run, objective: Callable[[Run], float],
 
 def reciprocal_rank_fusion(runs: Sequence[Mapping[str, list[tuple[str, float]]]], k: int = 60,
                            depth: int | None = None) -> Run:
-    """RRF (Cormack et al., SIGIR 2009): score(d) = Σ_runs 1 / (k + rank(d))."""
-    fused: dict[str, dict[str, float]] = {}
-    for run in runs:
-        for qid, docs in run.items():
-            acc = fused.setdefault(qid, {})
-            for rank, (did, _) in enumerate(docs[:depth] if depth else docs, start=1):
-                acc[did] = acc.get(did, 0.0) + 1.0 / (k + rank)
-    return {qid: sorted(acc.items(), key=lambda e: -e[1]) for qid, acc in fused.items()}
+    """RRF (Cormack et al., SIGIR 2009) of several runs: score(d) = Σ_runs 1 / (k + rank(d))."""
+    return rrf(runs, k=k, depth=depth)

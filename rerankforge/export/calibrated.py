@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,8 @@ from rerankforge.data.trec import Run, read_run, truncate
 from rerankforge.errors import ConfigError
 from rerankforge.eval.calibration import (METHODS, calibration_metrics, compose, fit_calibration, fold_into_head,
                                           labelled_pairs, reliability_diagram, score_pairs_of)
-from rerankforge.models.base import Reranker, load_reranker
-from rerankforge.utils.io import write_json
+from rerankforge.models.base import load_reranker
+from rerankforge.utils.io import atomic_save_pretrained, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,16 +44,6 @@ def _first_stage(collection: Collection, splits: list[str], run: str | Path | Ru
     bm25.index(collection.corpus)
     queries = {q: t for s in splits for q, t in collection.split_queries(s).items()}
     return bm25.search(queries, depth)
-
-
-def _export(model: Reranker, path: Path) -> None:
-    tmp = path.parent / f".tmp-{path.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
 
 
 def calibrate_reranker(model: str | Path, collection: str | Path | Collection, fit_split: str, eval_split: str,
@@ -133,7 +122,7 @@ def calibrate_reranker(model: str | Path, collection: str | Path | Collection, f
         meta_record["composed_with"] = previous
     reranker.set_calibration(meta_record)
     exported = out_dir / "model"
-    _export(reranker, exported)
+    atomic_save_pretrained(reranker, exported)
 
     # Reload what was written and check it scores a·s + b (guards the fold and the meta hook).
     got = load_reranker(exported).score_pairs(probe_q, probe_d, batch_size=batch_size, bf16=False)

@@ -43,6 +43,12 @@ class RankingLoss(nn.Module):
         raise NotImplementedError
 
 
+def check_temperature(value: float, name: str = "temperature") -> float:
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return float(value)
+
+
 def masked_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return scores.masked_fill(~mask, NEG_INF)
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from rerankforge.losses.base import (RankingLoss, candidate_weights, masked_log_softmax, mean_over, prepare,
-                                     register_loss,
-                                     weighted_target_distribution)
+from rerankforge.losses.base import (RankingLoss, candidate_weights, check_temperature, masked_log_softmax, mean_over,
+                                     prepare, register_loss, weighted_target_distribution)
 
 
 @register_loss("kl")
@@ -27,9 +26,7 @@ class KLDistillation(RankingLoss):
 
     def __init__(self, temperature: float = 1.0):
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
 
     def forward(self, scores, targets, mask, weights=None):
         s, t, valid = prepare(scores, targets, mask)

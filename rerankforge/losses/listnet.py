@@ -18,9 +18,8 @@ Compare ``listwise_ce``, which uses 2^y - 1 gains and skips groups without a pos
 
 from __future__ import annotations
 
-from rerankforge.losses.base import (RankingLoss, candidate_weights, masked_log_softmax, mean_over, prepare,
-                                     register_loss,
-                                     weighted_target_distribution)
+from rerankforge.losses.base import (RankingLoss, candidate_weights, check_temperature, masked_log_softmax, mean_over,
+                                     prepare, register_loss, weighted_target_distribution)
 
 
 @register_loss("listnet")
@@ -29,10 +28,8 @@ class ListNet(RankingLoss):
 
     def __init__(self, temperature: float = 1.0, label_temperature: float = 1.0):
         super().__init__()
-        if not (temperature > 0 and label_temperature > 0):
-            raise ValueError(f"temperatures must be > 0, got {temperature}, {label_temperature}")
-        self.temperature = float(temperature)
-        self.label_temperature = float(label_temperature)
+        self.temperature = check_temperature(temperature)
+        self.label_temperature = check_temperature(label_temperature, "label_temperature")
 
     def forward(self, scores, targets, mask, weights=None):
         s, y, valid = prepare(scores, targets, mask)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 
 from rerankforge.data.labels import exp_gain
-from rerankforge.losses.base import (RankingLoss, candidate_weights, masked_log_softmax, mean_over, prepare,
-                                     register_loss)
+from rerankforge.losses.base import (RankingLoss, candidate_weights, check_temperature, masked_log_softmax, mean_over,
+                                     prepare, register_loss)
 
 
 @register_loss("listwise_ce")
@@ -25,9 +25,7 @@ class ListwiseSoftmaxCE(RankingLoss):
 
     def __init__(self, temperature: float = 1.0):
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
 
     def forward(self, scores, targets, mask, weights=None):
         s, y, valid = prepare(scores, targets, mask)

@@ -16,6 +16,11 @@ def build_model(cfg: ModelConfig) -> Reranker:
         raise ConfigError(f"unknown model type {cfg.type!r}; available: {', '.join(sorted(MODELS))}")
     model = MODELS[cfg.type].from_base(resolve_model_path(cfg.name_or_path), max_length=cfg.max_length,
                                        **dict(cfg.params))
+    if cfg.attention_dropout is not None:
+        from rerankforge.models.dropout import set_attention_dropout
+
+        if not set_attention_dropout(model, float(cfg.attention_dropout)):
+            raise ConfigError(f"model.attention_dropout: no attention module with a dropout found in {cfg.name_or_path}")
     if cfg.lora:
         from rerankforge.models.peft_utils import apply_lora
 

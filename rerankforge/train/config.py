@@ -28,6 +28,9 @@ class ModelConfig:
     #: peft LoRA settings (r, alpha, dropout, target_modules); null trains all weights
     lora: Optional[dict[str, Any]] = None
     gradient_checkpointing: bool = False
+    #: attention-probability dropout while training (null: the checkpoint's, 0.1 for BERT). 0 keeps
+    #: PyTorch's fused attention kernel on CPU: ~1.6x faster training steps for MiniLM-L6 there
+    attention_dropout: Optional[float] = None
 
 
 @dataclass

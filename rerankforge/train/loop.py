@@ -29,7 +29,7 @@ from rerankforge.losses import build_loss
 from rerankforge.train.build import build_model, build_optimizer, build_scheduler
 from rerankforge.train.config import TrainConfig, to_yaml
 from rerankforge.train.in_batch import InBatchView, check_in_batch
-from rerankforge.utils.io import atomic_write, write_json
+from rerankforge.utils.io import atomic_save_pretrained, atomic_write, write_json
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +68,6 @@ def _save_checkpoint(accelerator: Accelerator, out: Path, state: dict, keep: int
         for old in _checkpoints(out)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
-
-
-def _export(model, path: Path) -> None:
-    tmp = path.parent / f".tmp-{path.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
 
 
 def _record_rank(accelerator: Accelerator, model, out: Path, seen: list[str]) -> None:
@@ -218,7 +208,7 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
     model_dir = out / "model"
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        _export(unwrapped, model_dir)
+        atomic_save_pretrained(unwrapped, model_dir)
         write_json(out / "train_summary.json", {
             "global_step": state["global_step"], "pairs": state["pairs"], "train_seconds": train_seconds,
             "pairs_per_s": (state["pairs"] - pairs_start) / max(train_seconds, 1e-9),

@@ -85,3 +85,27 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     with atomic_write(path) as fh:
         json.dump(obj, fh, indent=2, sort_keys=False)
         fh.write("\n")
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """A matplotlib figure as PNG, written atomically."""
+    path = Path(path)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi)
+    return path
+
+
+def atomic_save_pretrained(model: Any, path: str | os.PathLike) -> Path:
+    """``model.save_pretrained`` into a temporary sibling directory, then swap it into ``path``, so
+    a crash mid-export never leaves a directory that loads with half its files."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.parent / f".tmp-{path.name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return path
