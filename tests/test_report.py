@@ -104,6 +104,40 @@ def test_report_cli(tmp_path, tiny_ce_dir, tiny_collection, capsys):
     assert "cutoff sweep" in capsys.readouterr().out
 
 
+def test_report_reuses_known_scores(tmp_path, tiny_ce_dir, tiny_collection):
+    """--scores: pairs scored by an earlier rerank are taken from it (a planted score proves it),
+    the rest are scored; the sweep equals scoring everything when the known scores are genuine."""
+    root, run_path = tiny_collection
+    coll = Collection(root)
+    model = load_reranker(tiny_ce_dir)
+    first = read_run(run_path, coll.queries, coll.corpus)
+    earlier, _ = rerank(model, coll.queries, coll.corpus, first, 3, bf16=False)
+    kw = dict(cutoffs=[2, 5], measures=["nDCG@10"], timing_queries=1, bf16=False, n_resamples=50, progress=False)
+    full = cutoff_sweep(model, coll, "test", first, **kw)
+    reused = cutoff_sweep(model, coll, "test", first, known_scores=earlier, **kw)
+    judged = [q for q in first if q in coll.qrels("test")]
+    assert reused["scoring"]["reused_pairs"] == sum(min(3, len(first[q])) for q in judged)
+    assert reused["scoring"]["pairs"] == sum(min(5, len(first[q])) for q in judged) - reused["scoring"]["reused_pairs"]
+    for a, b in zip(full["sweep"], reused["sweep"]):
+        assert a["nDCG@10"] == pytest.approx(b["nDCG@10"], abs=1e-6)
+
+    q = judged[0]
+    planted = {**earlier, q: [(earlier[q][-1][0], 1e9)] + earlier[q][:-1]}  # the known scores must win
+    rep = cutoff_sweep(model, coll, "test", first, known_scores=planted, **kw)
+    assert rep["_runs"][5][q][0] == (earlier[q][-1][0], 1e9)
+
+    out = tmp_path / "rep"
+    known = tmp_path / "earlier.trec"
+    from rerankforge.data.trec import write_run
+    write_run(known, earlier, tag="x")
+    rc = main(["report", "--model", str(tiny_ce_dir), "--collection", str(root), "--split", "test", "--run",
+               str(run_path), "--out", str(out), "--cutoffs", "2", "5", "--timing-queries", "1", "--resamples", "50",
+               "--no-bf16", "--scores", str(known)])
+    assert rc == 0
+    scoring = json.loads((out / "report.json").read_text())["scoring"]
+    assert scoring["reused_from"] == str(known) and scoring["reused_pairs"] == reused["scoring"]["reused_pairs"]
+
+
 def test_report_rejects_unswept_compare_k(tmp_path, tiny_ce_dir, tiny_collection):
     root, run_path = tiny_collection
     rc = main(["report", "--model", str(tiny_ce_dir), "--collection", str(root), "--split", "test", "--run",

@@ -25,6 +25,9 @@ def add_parser(sub):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--no-bf16", action="store_true", help="score in float32")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scores", metavar="RUN.trec",
+                   help="this model's scores from an earlier rerank of the same queries (e.g. a training run's "
+                        "reranked.trec): pairs found there are reused instead of scored again")
     return p
 
 
@@ -40,9 +43,12 @@ def run(args) -> int:
     collection = Collection(args.collection)
     first = read_run(args.run, collection.queries, collection.corpus)
     model = load_reranker(args.model)
+    known = read_run(args.scores, collection.queries, collection.corpus) if args.scores else None
     rep = cutoff_sweep(model, collection, args.split, first, args.cutoffs, args.measures, args.test_measure,
                        args.timing_queries or None, args.batch_size, not args.no_bf16, args.resamples, args.seed,
-                       args.top, args.compare_k)
+                       args.top, args.compare_k, known_scores=known)
+    if args.scores:
+        rep["scoring"]["reused_from"] = args.scores
     paths = write_report(args.out, rep)
 
     tm = rep["test_measure"]
@@ -64,6 +70,7 @@ def run(args) -> int:
             print(f"  {label:4s} {r['query_id']}: {r['a']:.3f} -> {r['b']:.3f} ({r['delta']:+.3f})  "
                   f"{r.get('query', '')[:70]}")
     print(f"timing: {rep['timing']['queries']} queries per K; scoring {rep['scoring']['pairs']} pairs took "
-          f"{rep['scoring']['seconds']:.1f}s ({rep['scoring']['pairs_per_s']:.1f} pairs/s)")
+          f"{rep['scoring']['seconds']:.1f}s ({rep['scoring']['pairs_per_s']:.1f} pairs/s)"
+          + (f"; {rep['scoring']['reused_pairs']} pairs reused from {args.scores}" if args.scores else ""))
     print(f"report -> {paths['json']}, plot -> {paths['plot']}")
     return 0

@@ -63,8 +63,13 @@ def cutoff_sweep(model: Reranker, collection: Collection, split: str, first: Run
                  cutoffs: Sequence[int] = DEFAULT_CUTOFFS, measures: Sequence[str] = ("nDCG@10", "RR@10"),
                  test_measure: str = "nDCG@10", timing_queries: int | None = 50, batch_size: int = 64,
                  bf16: bool = True, n_resamples: int = 10_000, seed: int = 0, top: int = 10,
-                 main_k: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """The whole report as a dict (see ``write_report`` for the files)."""
+                 main_k: int | None = None, progress: bool = True,
+                 known_scores: Run | None = None) -> dict[str, Any]:
+    """The whole report as a dict (see ``write_report`` for the files).
+
+    ``known_scores``: this model's scores from an earlier rerank of the same queries (e.g. the
+    ``reranked.trec`` a training run writes); pairs found there are not scored again, so extending
+    a top-100 evaluation to K=200 scores only ranks 101-200. Timing always scores afresh."""
     cutoffs = sorted({int(k) for k in cutoffs})
     if not cutoffs or cutoffs[0] < 1:
         raise ConfigError(f"cutoffs must be positive integers, got {cutoffs}")
@@ -78,9 +83,19 @@ def cutoff_sweep(model: Reranker, collection: Collection, split: str, first: Run
         raise ConfigError(f"--compare-k {main_k} is not one of the cutoffs {cutoffs}")
     measures = list(dict.fromkeys([*measures, test_measure]))
 
-    scored, stats = rerank(model, collection.queries, collection.corpus, truncate(first, max_k), max_k,
-                           batch_size, bf16, progress)
-    scores = {q: dict(docs) for q, docs in scored.items()}
+    head = truncate(first, max_k)
+    scores: dict[str, dict[str, float]] = {}
+    reused = 0
+    if known_scores:
+        for q, docs in head.items():
+            have = dict(known_scores.get(q, ()))
+            scores[q] = {d: have[d] for d, _ in docs if d in have}
+            reused += len(scores[q])
+        head = {q: [(d, s) for d, s in docs if d not in scores[q]] for q, docs in head.items()}
+        head = {q: docs for q, docs in head.items() if docs}
+    scored, stats = rerank(model, collection.queries, collection.corpus, head, max_k, batch_size, bf16, progress)
+    for q, docs in scored.items():
+        scores.setdefault(q, {}).update(docs)
     base_pq = per_query(qrels, first, test_measure)
     first_metrics = evaluate(qrels, first, measures)
 
@@ -107,7 +122,7 @@ def cutoff_sweep(model: Reranker, collection: Collection, split: str, first: Run
         "significance": compare(base_pq, main_pq, n_resamples, seed),
         "wins_losses": wins_losses(base_pq, main_pq, top, collection.queries),
         "scoring": {"pairs": stats.pairs, "seconds": stats.seconds, "pairs_per_s": stats.pairs_per_s,
-                    "bf16": bf16, "batch_size": batch_size,
+                    "reused_pairs": reused, "bf16": bf16, "batch_size": batch_size,
                     "note": f"quality: all top-{max_k} pairs scored once (batched across queries); "
                             "the reranked run at K re-sorts the first stage's top-K by those scores"},
         "timing": {"method": "each K timed separately: one score_pairs call per query on its top-K candidates "
