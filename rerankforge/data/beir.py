@@ -28,12 +28,12 @@ def doc_text(title: str | None, text: str | None) -> str:
 
 @dataclass
 class Corpus:
-    """Documents as parallel ``ids``/``texts`` lists; ``skipped_ids`` are the empty documents dropped
+    """Documents as parallel ``ids``/``texts`` lists; ``empty_ids`` are the empty documents dropped
     on reading (kept so qrels that judge them can be told apart from unknown ids)."""
 
     ids: list[str]
     texts: list[str]
-    skipped_ids: frozenset[str] = frozenset()
+    empty_ids: frozenset[str] = frozenset()
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -41,7 +41,7 @@ class Corpus:
 
     @property
     def skipped_empty(self) -> int:
-        return len(self.skipped_ids)
+        return len(self.empty_ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -88,7 +88,7 @@ def load_corpus(path: str | Path) -> Corpus:
         log.warning("%s: skipped %d documents with empty title and text", path, len(skipped))
     if not ids:
         raise DataFormatError(path, None, "corpus has no documents")
-    return Corpus(ids, texts, skipped_ids=frozenset(skipped))
+    return Corpus(ids, texts, empty_ids=frozenset(skipped))
 
 
 def load_queries(path: str | Path) -> dict[str, str]:
@@ -137,7 +137,7 @@ def load_qrels(
         if queries is not None and qid not in queries:
             raise DataFormatError(path, lineno, f"unknown query id {qid!r}")
         if corpus is not None and did not in corpus:
-            if did in corpus.skipped_ids:
+            if did in corpus.empty_ids:
                 dropped += 1
                 continue
             raise DataFormatError(path, lineno, f"unknown document id {did!r}")

@@ -26,6 +26,11 @@ def set_attention_dropout(model: nn.Module, p: float) -> int:
         raise ValueError(f"attention dropout must be in [0, 1), got {p}")
     changed = 0
     for module in model.modules():
+        config = getattr(module, "config", None)
+        if hasattr(config, "to_dict"):
+            for key in _CONFIG_KEYS:
+                if isinstance(getattr(config, key, None), float):
+                    setattr(config, key, p)
         if "attention" not in type(module).__name__.lower():
             continue
         if isinstance(getattr(module, "dropout", None), nn.Dropout):
@@ -34,9 +39,4 @@ def set_attention_dropout(model: nn.Module, p: float) -> int:
         elif isinstance(getattr(module, "attention_dropout", None), float):
             module.attention_dropout = p
             changed += 1
-    for module in model.modules():
-        config = getattr(module, "config", None)
-        for key in _CONFIG_KEYS:
-            if config is not None and hasattr(config, "to_dict") and isinstance(getattr(config, key, None), float):
-                setattr(config, key, p)
     return changed
