@@ -60,6 +60,11 @@ class MineConfig:
     depth: int = 100
     negatives: int = 15
     seed: int = 0
+    #: add this many pseudo-queries made from document titles (mining/pseudo_queries.py): the
+    #: teacher scores their BM25 candidates too, so the student sees the teacher rank more queries
+    pseudo_queries: int = 0
+    #: shortest title (in words) used as a pseudo-query
+    pseudo_min_words: int = 4
 
 
 @dataclass
@@ -170,11 +175,15 @@ def count_layers(reranker) -> int | None:
 
 
 def mine(cfg: MineConfig, out: Path) -> Path:
-    """BM25 groups: judged positives + ``negatives`` sampled from the top ``depth``."""
+    """BM25 groups: judged positives + ``negatives`` sampled from the top ``depth``, for the
+    ``split`` queries and then for ``pseudo_queries`` title queries."""
+    from itertools import chain
+
     from rerankforge.data.beir import Collection
     from rerankforge.data.groups import write_groups
     from rerankforge.mining import build_retriever
     from rerankforge.mining.negatives import NegativePolicy, mine_groups
+    from rerankforge.mining.pseudo_queries import title_queries
     from rerankforge.utils.io import write_json
 
     params = out.with_name(out.name + ".params.json")
@@ -187,12 +196,20 @@ def mine(cfg: MineConfig, out: Path) -> Path:
     collection = Collection(cfg.collection)
     bm25 = build_retriever("bm25")
     bm25.index(collection.corpus)
+    policy = NegativePolicy(cfg.negatives, 1, cfg.depth, cfg.seed)
     queries = collection.split_queries(cfg.split)
     run = bm25.search(queries, cfg.depth)
-    n = write_groups(out, mine_groups(queries, collection.qrels(cfg.split), run, collection.corpus,
-                                      NegativePolicy(cfg.negatives, 1, cfg.depth, cfg.seed)))
+    mined = mine_groups(queries, collection.qrels(cfg.split), run, collection.corpus, policy)
+    pseudo = ""
+    if cfg.pseudo_queries:
+        p_queries, p_qrels = title_queries(cfg.collection, cfg.pseudo_queries, cfg.seed, cfg.pseudo_min_words,
+                                           exclude=collection.corpus.empty_ids)
+        p_run = bm25.search(p_queries, cfg.depth)
+        mined = chain(mined, mine_groups(p_queries, p_qrels, p_run, collection.corpus, policy))
+        pseudo = f" + {len(p_queries)} title pseudo-queries"
+    n = write_groups(out, mined)
     write_json(params, wanted)
-    print(f"mined {n} groups from BM25 top-{cfg.depth} of {cfg.collection} {cfg.split} -> {out}")
+    print(f"mined {n} groups from BM25 top-{cfg.depth} of {cfg.collection} {cfg.split}{pseudo} -> {out}")
     return out
 
 

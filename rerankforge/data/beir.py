@@ -147,7 +147,8 @@ def load_qrels(
     return qrels
 
 
-def _find(root: Path, name: str) -> Path:
+def collection_file(root: Path, name: str) -> Path:
+    """``root/name``, or its gzipped form ``root/name.gz``."""
     for candidate in (root / name, root / f"{name}.gz"):
         if candidate.exists():
             return candidate
@@ -165,11 +166,11 @@ class Collection:
 
     @cached_property
     def corpus(self) -> Corpus:
-        return load_corpus(_find(self.root, "corpus.jsonl"))
+        return load_corpus(collection_file(self.root, "corpus.jsonl"))
 
     @cached_property
     def queries(self) -> dict[str, str]:
-        return load_queries(_find(self.root, "queries.jsonl"))
+        return load_queries(collection_file(self.root, "queries.jsonl"))
 
     def splits(self) -> list[str]:
         return sorted(p.name.split(".")[0] for p in (self.root / "qrels").glob("*.tsv*"))

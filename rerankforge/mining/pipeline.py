@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rerankforge.data.beir import Qrels, load_qrels, load_queries
+from rerankforge.data.beir import Qrels, collection_file, load_qrels, load_queries
 from rerankforge.data.trec import Run, read_run, write_run
 from rerankforge.errors import ConfigError
 from rerankforge.mining.corpus import CorpusStream
@@ -23,13 +23,6 @@ from rerankforge.mining.options import MineConfig, RetrieveConfig, build_retriev
 log = logging.getLogger(__name__)
 
 SUMMARY_MEASURES = ("nDCG@10", "R@100")
-
-
-def _find(root: Path, name: str) -> Path:
-    for candidate in (root / name, root / f"{name}.gz"):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"{root}: no {name} or {name}.gz")
 
 
 @dataclass
@@ -45,7 +38,7 @@ class CollectionFiles:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"collection directory {root} does not exist")
-        return cls(root, load_queries(_find(root, "queries.jsonl")), CorpusStream(_find(root, "corpus.jsonl")))
+        return cls(root, load_queries(collection_file(root, "queries.jsonl")), CorpusStream(collection_file(root, "corpus.jsonl")))
 
     def splits(self) -> list[str]:
         return sorted(p.name.split(".")[0] for p in (self.root / "qrels").glob("*.tsv*"))

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rerankforge.models.base import Reranker, register_model, resolve_model_path, scatter_scores
+from rerankforge.models.precision import float32_head
 
 
 @register_model("cross_encoder")
@@ -25,6 +26,7 @@ class CrossEncoder(Reranker):
         self.model = model
         self.tokenizer = tokenizer
         self.max_length = max_length
+        float32_head(model, self.head_prefixes)
 
     @classmethod
     def from_base(cls, name_or_path: str | None = None, max_length: int = 256, **kwargs) -> CrossEncoder:

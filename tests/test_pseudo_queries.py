@@ -1,0 +1,80 @@
+"""Title pseudo-queries for distillation: which titles qualify, reproducibility, mined groups."""
+
+import json
+
+import pytest
+
+from rerankforge.data.groups import read_groups
+from rerankforge.distill import MineConfig, mine
+from rerankforge.errors import ConfigError, DataFormatError
+from rerankforge.mining.pseudo_queries import title_queries
+
+DOCS = [
+    ("d1", "Vitamin D supplementation lowers fracture risk", "A trial of vitamin D in older adults."),
+    ("d2", "Short title", "Too short a title to be a query."),
+    ("d3", "Statins reduce cardiovascular mortality in adults", "A meta-analysis of statin trials."),
+    ("d4", "Title of a document without a body", ""),
+    ("d5", "Gut microbiota shapes immune development early", "Germ-free mice and immune cells."),
+    ("d6", "Sleep deprivation impairs memory consolidation in young adults", "Sleep studies in students."),
+    ("d7", None, "A body without a title at all."),
+    # bodies sharing the titles' words, so BM25 finds negatives for every title query
+    ("d8", "", "vitamin statins sleep gut memory fracture immune cardiovascular risk adults"),
+    ("d9", "", "supplementation mortality deprivation microbiota consolidation development young"),
+]
+
+
+def write_collection(root, docs=DOCS, queries=(("q1", "vitamin d fractures"),), qrels=(("q1", "d1", 1),)):
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": d, "title": t, "text": b}) + "\n" for d, t, b in docs))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries))
+    (root / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
+    return root
+
+
+def test_titles_qualify_by_length_and_body(tmp_path):
+    root = write_collection(tmp_path / "c")
+    queries, qrels = title_queries(root, 100, seed=0)
+    # d2 (2 words), d4 (no body) and d7 (no title) are not queries
+    assert set(queries) == {"title:d1", "title:d3", "title:d5", "title:d6"}
+    assert queries["title:d3"] == "Statins reduce cardiovascular mortality in adults"
+    assert qrels == {q: {q.split(":", 1)[1]: 1} for q in queries}
+    assert set(title_queries(root, 100, seed=0, min_words=7)[0]) == {"title:d6"}
+    assert set(title_queries(root, 100, seed=0, exclude={"d1", "d3"})[0]) == {"title:d5", "title:d6"}
+
+
+def test_sampling_is_reproducible_and_sized(tmp_path):
+    root = write_collection(tmp_path / "c")
+    a, _ = title_queries(root, 2, seed=7)
+    assert len(a) == 2 and a == title_queries(root, 2, seed=7)[0]
+    draws = {tuple(sorted(title_queries(root, 2, seed=s)[0])) for s in range(20)}
+    assert len(draws) > 1  # the seed matters
+    assert title_queries(root, 0)[0] == {}
+    with pytest.raises(ConfigError):
+        title_queries(root, -1)
+
+
+def test_no_usable_title_is_an_error_and_bad_title_names_the_line(tmp_path):
+    root = write_collection(tmp_path / "c", docs=[("d1", "Tiny", "body")])
+    with pytest.raises(ConfigError, match="no document has a title"):
+        title_queries(root, 3)
+    bad = write_collection(tmp_path / "b", docs=[("d1", "Fine title for a query", "body"), ("d2", 5, "body")])
+    with pytest.raises(DataFormatError, match=r"corpus.jsonl:2: .title. must be a string"):
+        title_queries(bad, 3)
+
+
+def test_distill_mining_adds_title_groups(tmp_path):
+    root = write_collection(tmp_path / "c")
+    out = tmp_path / "groups.jsonl"
+    mine(MineConfig(collection=str(root), split="train", depth=5, negatives=2, seed=0, pseudo_queries=3), out)
+    groups = read_groups(out)
+    assert [g.query_id for g in groups][0] == "q1" and len(groups) == 4
+    for g in groups[1:]:
+        doc = g.query_id.split(":", 1)[1]
+        assert g.query_id.startswith("title:") and g.query == dict((d, t) for d, t, _ in DOCS)[doc]
+        assert [c.doc_id for c in g.candidates if c.label] == [doc]  # its own document is the positive
+        assert len(g.candidates) == 3 and all(c.text for c in g.candidates)
+    # the settings are part of the cache key: more pseudo-queries re-mine
+    mine(MineConfig(collection=str(root), split="train", depth=5, negatives=2, seed=0, pseudo_queries=4), out)
+    assert len(read_groups(out)) == 5
