@@ -101,11 +101,16 @@ def test_tiny_experiment_end_to_end(tiny_collection, tiny_bert_dir, tmp_path, ca
     for name in ("clicks.jsonl.gz", "propensities.json", "propensities.png", "groups_naive.jsonl", "groups_ipw.jsonl",
                  "naive/model/rerankforge.json", "ipw/test_reranked.trec"):
         assert (out / name).exists(), name
-    # the two arms train on the same queries and differ only in the weights
+    # the starting model is evaluated too, and compared with each arm
+    assert 0.0 <= report["init"]["nDCG@10"] <= 1.0
+    assert report["details"]["ipw_vs_init_ndcg@10"]["queries"] == report["details"]["test_queries"]
+    # the two arms train on the same queries and candidates and differ only in the click labels
     naive = [json.loads(line) for line in (out / "groups_naive.jsonl").read_text().splitlines()]
     ipw = [json.loads(line) for line in (out / "groups_ipw.jsonl").read_text().splitlines()]
     assert [g["query_id"] for g in naive] == [g["query_id"] for g in ipw]
-    assert any(a["weight"] != b["weight"] for g, h in zip(naive, ipw) for a, b in zip(g["candidates"], h["candidates"]))
+    pairs = [(a, b) for g, h in zip(naive, ipw) for a, b in zip(g["candidates"], h["candidates"])]
+    assert all(a["doc_id"] == b["doc_id"] for a, b in pairs)
+    assert any((a["label"], a["weight"]) != (b["label"], b["weight"]) for a, b in pairs)
 
 
 def test_experiment_config_errors_name_the_key(tmp_path):

@@ -12,7 +12,8 @@ Steps (all outputs under ``output_dir``):
 3. For each arm (``naive``, ``ipw``): click-derived training groups -> ``groups_<arm>.jsonl``;
    train with the same :class:`~rerankforge.train.config.TrainConfig` (same seed, same groups
    order) -> ``<arm>/model``.
-4. Rerank BM25 top-``depth`` of the test queries with each model; evaluate against the graded
+4. Rerank BM25 top-``depth`` of the test queries with each model (and, with
+   ``eval.include_init``, with the model both arms start from); evaluate against the graded
    test qrels -> ``clicks_report.json``: ``{"bm25": {...}, "naive": {...}, "ipw": {...},
    "propensity": {"true": [...], "estimated": [...]}, "details": {...}}``.
 """
@@ -49,6 +50,8 @@ class ExperimentEvalConfig:
     batch_size: int = 64
     #: evaluate on the first N test queries only (quick runs)
     max_queries: Optional[int] = None
+    #: also rerank with the model both arms start from (report key "init"): did clicks help at all?
+    include_init: bool = False
 
 
 @dataclass
@@ -191,6 +194,16 @@ def run_experiment(cfg: ClicksExperimentConfig, progress: bool = True) -> dict[s
     measures = list(cfg.eval.measures)
     report: dict[str, Any] = {"bm25": evaluate(test_qrels, test_run, measures)}
     per_q = {"bm25": per_query(test_qrels, test_run, "nDCG@10")}
+    if cfg.eval.include_init:
+        t = time.perf_counter()
+        from rerankforge.train.build import build_model
+
+        tc = _train_config(cfg, "init", "unused.jsonl")
+        reranked, _ = rerank(build_model(tc.model), collection.queries, collection.corpus, test_run, cfg.eval.depth,
+                             cfg.eval.batch_size, tc.bf16, progress)
+        report["init"] = evaluate(test_qrels, reranked, measures)
+        per_q["init"] = per_query(test_qrels, reranked, "nDCG@10")
+        timings["eval_init_s"] = time.perf_counter() - t
     arm_details: dict[str, Any] = {}
     shown_order = None
     for arm in cfg.arms:
@@ -233,6 +246,9 @@ def run_experiment(cfg: ClicksExperimentConfig, progress: bool = True) -> dict[s
     }
     if "naive" in per_q and "ipw" in per_q:
         details["ipw_vs_naive_ndcg@10"] = compare(per_q["naive"], per_q["ipw"])
+    for arm in ("naive", "ipw"):
+        if "init" in per_q and arm in per_q:
+            details[f"{arm}_vs_init_ndcg@10"] = compare(per_q["init"], per_q[arm])
     report["details"] = details
     write_json(out / "clicks_report.json", report)
     timings["total_s"] = time.perf_counter() - t0
