@@ -1,11 +1,12 @@
 """A float32 relevance head under bf16 autocast.
 
 Under bf16 autocast the final ``Linear(hidden, 1)`` returns a bf16 logit: 8 bits of mantissa, so
-scores near -0.5 are rounded to steps of 0.002 and neighbouring candidates tie. Measured on a
-click-trained MiniLM-L6 reranking NFCorpus BM25 top-100: only ~49 distinct scores per 100
-candidates, and ties are then broken by document order, not by the model. Running just the head
-in float32 (a 384 x 1 matmul) keeps the scores distinct at no measurable cost; the encoder still
-runs in bf16.
+scores near -0.5 are rounded to steps of 0.002 and neighbouring candidates tie, and ties are then
+broken by document order, not by the model. Measured on click-trained MiniLM-L6 rerankers scoring
+NFCorpus BM25 top-100 (21,948 test pairs): with the bf16 head only 68% of the candidates had a
+score distinct within their query; with this float32 head 98.6% (the rest are identical inputs
+after truncation). Running just the head in float32 (a 384 x 1 matmul) costs nothing measurable;
+the encoder still runs in bf16.
 """
 
 from __future__ import annotations
