@@ -38,7 +38,8 @@ class CollectionFiles:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"collection directory {root} does not exist")
-        return cls(root, load_queries(collection_file(root, "queries.jsonl")), CorpusStream(collection_file(root, "corpus.jsonl")))
+        return cls(root, load_queries(collection_file(root, "queries.jsonl")),
+                   CorpusStream(collection_file(root, "corpus.jsonl")))
 
     def splits(self) -> list[str]:
         return sorted(p.name.split(".")[0] for p in (self.root / "qrels").glob("*.tsv*"))

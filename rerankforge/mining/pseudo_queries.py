@@ -37,12 +37,12 @@ def title_queries(collection_root: str | Path, n: int, seed: int = 0, min_words:
         title = obj.get("title")
         if title is not None and not isinstance(title, str):
             raise DataFormatError(path, lineno, '"title" must be a string')
-        title = " ".join((title or "").split())
+        words = (title or "").split()
         doc_id = str(obj.get("_id", ""))
         body = (obj.get("text") or "").strip()
         # A title without a body would be a query whose answer is itself, word for word.
-        if doc_id and doc_id not in exclude and body and len(title.split()) >= min_words:
-            titles.append((doc_id, title))
+        if doc_id and doc_id not in exclude and body and len(words) >= min_words:
+            titles.append((doc_id, " ".join(words)))
     if n and not titles:
         raise ConfigError(f"{path}: no document has a title of >= {min_words} words and a body; "
                           f"pseudo-queries from titles are impossible here")
