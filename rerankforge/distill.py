@@ -65,6 +65,14 @@ class MineConfig:
     pseudo_queries: int = 0
     #: shortest title (in words) used as a pseudo-query
     pseudo_min_words: int = 4
+    #: add this many pseudo-queries made from sentences of document bodies (claim-like queries;
+    #: mining/pseudo_queries.py)
+    sentence_queries: int = 0
+    sentence_min_words: int = 6
+    sentence_max_words: int = 40
+    #: store candidate texts in the groups file (false: doc ids only, texts are read from the
+    #: collection, which keeps large groups files small)
+    with_text: bool = True
 
 
 @dataclass
@@ -79,6 +87,8 @@ class DistillEvalConfig(EvalConfig):
     #: queries per timing chunk; the two models alternate chunk by chunk
     chunk_queries: int = 10
     bf16: bool = True
+    #: where both models score: "auto" = cuda when available, else cpu
+    device: str = "auto"
 
 
 @dataclass
@@ -176,14 +186,15 @@ def count_layers(reranker) -> int | None:
 
 def mine(cfg: MineConfig, out: Path) -> Path:
     """BM25 groups: judged positives + ``negatives`` sampled from the top ``depth``, for the
-    ``split`` queries and then for ``pseudo_queries`` title queries."""
+    ``split`` queries, then ``pseudo_queries`` title queries, then ``sentence_queries`` sentence
+    queries (in that order, so the head of the file holds the real queries)."""
     from itertools import chain
 
     from rerankforge.data.beir import Collection
     from rerankforge.data.groups import write_groups
     from rerankforge.mining import build_retriever
     from rerankforge.mining.negatives import NegativePolicy, mine_groups
-    from rerankforge.mining.pseudo_queries import title_queries
+    from rerankforge.mining.pseudo_queries import sentence_queries, title_queries
     from rerankforge.utils.io import write_json
 
     params = out.with_name(out.name + ".params.json")
@@ -199,17 +210,24 @@ def mine(cfg: MineConfig, out: Path) -> Path:
     policy = NegativePolicy(cfg.negatives, 1, cfg.depth, cfg.seed)
     queries = collection.split_queries(cfg.split)
     run = bm25.search(queries, cfg.depth)
-    mined = mine_groups(queries, collection.qrels(cfg.split), run, collection.corpus, policy)
-    pseudo = ""
+    mined = mine_groups(queries, collection.qrels(cfg.split), run, collection.corpus, policy, with_text=cfg.with_text)
+    extra = []
+    pseudo = []
     if cfg.pseudo_queries:
-        p_queries, p_qrels = title_queries(cfg.collection, cfg.pseudo_queries, cfg.seed, cfg.pseudo_min_words,
-                                           exclude=collection.corpus.empty_ids)
+        pseudo.append(("title", title_queries(cfg.collection, cfg.pseudo_queries, cfg.seed, cfg.pseudo_min_words,
+                                              exclude=collection.corpus.empty_ids)))
+    if cfg.sentence_queries:
+        pseudo.append(("sentence", sentence_queries(cfg.collection, cfg.sentence_queries, cfg.seed,
+                                                    cfg.sentence_min_words, cfg.sentence_max_words,
+                                                    exclude=collection.corpus.empty_ids)))
+    for kind, (p_queries, p_qrels) in pseudo:
         p_run = bm25.search(p_queries, cfg.depth)
-        mined = chain(mined, mine_groups(p_queries, p_qrels, p_run, collection.corpus, policy))
-        pseudo = f" + {len(p_queries)} title pseudo-queries"
+        mined = chain(mined, mine_groups(p_queries, p_qrels, p_run, collection.corpus, policy,
+                                         with_text=cfg.with_text))
+        extra.append(f" + {len(p_queries)} {kind} pseudo-queries")
     n = write_groups(out, mined)
     write_json(params, wanted)
-    print(f"mined {n} groups from BM25 top-{cfg.depth} of {cfg.collection} {cfg.split}{pseudo} -> {out}")
+    print(f"mined {n} groups from BM25 top-{cfg.depth} of {cfg.collection} {cfg.split}{''.join(extra)} -> {out}")
     return out
 
 
@@ -223,11 +241,17 @@ def teacher_scores(groups: str | Path, teacher: str | Path, out: Path, scoring: 
                    collection: str | None = None, progress: bool = True) -> tuple[Path, dict[str, Any]]:
     """Groups with teacher scores: ``groups`` itself when complete, else the teacher label job's output."""
     from rerankforge.labels import run_label_job
+    from rerankforge.labels.job import done_path
     from rerankforge.labels.teacher import TeacherLabeler
 
     if has_teacher_scores(groups):
         print(f"{groups}: every candidate already has a teacher score; not rescoring")
-        return Path(groups), {"skipped": True, "reason": "groups already had teacher scores"}
+        info: dict[str, Any] = {"skipped": True, "reason": "groups already had teacher scores"}
+        record = done_path(groups)
+        if record.exists():  # labelled by `rerankforge label teacher`: keep what that job measured
+            job = json.loads(record.read_text())
+            info.update({"label_job": job.get("summary"), "teacher": job.get("job", {}).get("settings")})
+        return Path(groups), info
     text_of = None
     if collection:
         from rerankforge.data.beir import Collection
@@ -314,7 +338,8 @@ def compare(models: dict[str, Any], collection, split: str, run=None, depth: int
     report["_runs"] = runs
     report["setup"] = {"split": split, "depth": depth, "queries": len(qids), "pairs": pairs,
                        "batch_size": batch_size, "bf16": bf16, "chunk_queries": chunk_queries,
-                       "torch_threads": torch.get_num_threads()}
+                       "torch_threads": torch.get_num_threads(),
+                       "device": str(next(iter(models.values())).device)}
     return report
 
 
@@ -396,6 +421,8 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     tcfg.data.train_groups = str(labelled)
     tcfg.model.type, tcfg.model.name_or_path, tcfg.model.max_length = student_type, student_path, max_length
     tcfg.eval.collection = None
+    if not cfg.groups and cfg.mine is not None and not cfg.mine.with_text:
+        tcfg.data.collection = tcfg.data.collection or cfg.mine.collection  # texts were left out of the groups
     tcfg.progress = cfg.progress
     student_dir = train(tcfg)
     lap("train_student")
@@ -423,6 +450,9 @@ def _evaluate_and_report(cfg: DistillConfig, out: Path, teacher, student_dir: Pa
     t = time.perf_counter()
     student = load_reranker(student_dir)
     ev = cfg.eval
+    device = ev.device if ev.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher.to(device)
+    student.to(device)
     measures = list(dict.fromkeys(["nDCG@10", "RR@10", *ev.measures]))
     result = compare({"teacher": teacher, "student": student}, ev.collection, ev.split, ev.run, ev.depth, measures,
                      ev.batch_size, ev.bf16, ev.chunk_queries, cfg.progress)

@@ -135,6 +135,8 @@ eval: {{collection: {coll}, split: test, depth: 5, batch_size: 8, chunk_queries:
 
     path, info = teacher_scores(out / "groups.teacher.jsonl", teacher6, tmp_path / "unused.jsonl", TeacherScoring())
     assert path == out / "groups.teacher.jsonl" and info["skipped"] and not (tmp_path / "unused.jsonl").exists()
+    # what the label job that scored them measured is carried into the report
+    assert info["label_job"]["pairs"] == 60 and info["teacher"]["model"] == str(teacher6)
     # and a rerun of distill reuses the finished label job instead of rescoring
     scoring = TeacherScoring(batch_size=8, bf16=False, batch_queries=5)
     path, info = teacher_scores(groups_path, teacher6, out / "groups.teacher.jsonl", scoring, progress=False)
@@ -147,3 +149,66 @@ def test_distill_refuses_a_config_without_teacher_loss(tmp_path, teacher6, capsy
                    f"train: {{loss: [{{name: listwise_ce}}]}}\n")
     assert main(["distill", "--config", str(cfg)]) == 2
     assert "no loss learns from the teacher" in capsys.readouterr().err
+
+
+def test_distill_mines_text_free_pseudo_query_groups_and_trains_to_a_budget(tmp_path, teacher6):
+    from test_pseudo_queries import write_collection
+
+    coll = write_collection(tmp_path / "c")
+    out = tmp_path / "distill"
+    cfg = tmp_path / "distill.yaml"
+    cfg.write_text(f"""
+teacher: {teacher6}
+mine: {{collection: {coll}, split: train, depth: 5, negatives: 2, pseudo_queries: 2, sentence_queries: 2,
+        sentence_min_words: 3, with_text: false}}
+output_dir: {out}
+progress: false
+teacher_scoring: {{batch_size: 8, bf16: false, batch_queries: 2}}
+train:
+  bf16: false
+  loss: [{{name: kl}}]
+  data: {{group_size: 3}}
+  optim: {{epochs: 2, batch_size: 2, lr: 1.0e-3, max_minutes: 5}}
+eval: {{collection: {coll}, split: train, depth: 5, batch_size: 8, chunk_queries: 1, bf16: false, device: auto}}
+""")
+    assert main(["distill", "--config", str(cfg), "student.max_length=48"]) == 0
+    mined = read_groups(out / "groups.mined.jsonl")
+    assert len(mined) == 5 and all(c.text is None for g in mined for c in g.candidates)
+    labelled = read_groups(out / "groups.teacher.jsonl")
+    assert all(c.teacher is not None for g in labelled for c in g.candidates)
+    report = json.loads((out / "distill_report.json").read_text())
+    assert report["setup"]["device"] == "cpu" and report["train"]["global_step"] == 6  # 3 steps x 2 epochs
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["max_minutes"] == 5 and summary["stopped_by_budget"] is None
+    # the trainer read the texts from the collection (the groups have none)
+    assert f"collection: {coll}" in (out / "config.yaml").read_text()
+
+
+def test_label_budget_script_keeps_the_head_of_the_mined_groups(tmp_path, teacher6):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from test_pseudo_queries import write_collection
+
+    root = Path(__file__).resolve().parents[1]
+    coll = write_collection(tmp_path / "c")
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text(f"teacher: {teacher6}\noutput_dir: {tmp_path / 'out'}\n"
+                   f"mine: {{collection: {coll}, depth: 5, negatives: 2, pseudo_queries: 3, with_text: false}}\n"
+                   f"teacher_scoring: {{batch_size: 4, bf16: false}}\n")
+
+    def cut(seconds):
+        out = tmp_path / f"cut{seconds}.jsonl"
+        proc = subprocess.run([sys.executable, "scripts/label_budget.py", "--config", str(cfg), "--seconds",
+                               str(seconds), "--bench-pairs", "6", "--out", str(out)],
+                              capture_output=True, text=True, cwd=root)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return read_groups(out), json.loads(Path(str(out) + ".budget.json").read_text())
+
+    everything, info = cut(3600)
+    assert info["mined_groups"] == 4 and info["kept_groups"] == 4 and info["teacher_pairs_per_s"] > 0
+    mined = read_groups(tmp_path / "out" / "groups.mined.jsonl")
+    assert [g.query_id for g in everything] == [g.query_id for g in mined]
+    nothing, info = cut(0)
+    assert nothing == [] and info["kept_pairs"] == 0

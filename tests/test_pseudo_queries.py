@@ -7,7 +7,7 @@ import pytest
 from rerankforge.data.groups import read_groups
 from rerankforge.distill import MineConfig, mine
 from rerankforge.errors import ConfigError, DataFormatError
-from rerankforge.mining.pseudo_queries import title_queries
+from rerankforge.mining.pseudo_queries import sentence_queries, split_sentences, title_queries
 
 DOCS = [
     ("d1", "Vitamin D supplementation lowers fracture risk", "A trial of vitamin D in older adults."),
@@ -78,3 +78,54 @@ def test_distill_mining_adds_title_groups(tmp_path):
     # the settings are part of the cache key: more pseudo-queries re-mine
     mine(MineConfig(collection=str(root), split="train", depth=5, negatives=2, seed=0, pseudo_queries=4), out)
     assert len(read_groups(out)) == 5
+
+
+SENTENCE_DOCS = [
+    ("s1", "T", "Vitamin D lowers fracture risk in adults over seventy. It was a small trial. "
+                "Statins, e.g. atorvastatin, reduce cardiovascular mortality in older adults with diabetes!"),
+    ("s2", "T", "Short one. 2 of 3 patients improved after sleep therapy in the study group?"),
+    ("s3", "T", ""),
+]
+
+
+def test_sentences_split_at_sentence_ends_only():
+    # no split before a lower-case word ("e.g. the"); whitespace inside a sentence is normalised
+    assert split_sentences("A b c. D e f! 3 g h? (i) j.  e.g. k l. Zed") == ["A b c.", "D e f!", "3 g h?",
+                                                                            "(i) j. e.g. k l.", "Zed"]
+    assert split_sentences("no end mark") == ["no end mark"] and split_sentences("  ") == []
+
+
+def test_sentence_queries_qualify_by_length_and_keep_their_source(tmp_path):
+    root = write_collection(tmp_path / "c", docs=SENTENCE_DOCS)
+    queries, qrels = sentence_queries(root, 100, seed=0, min_words=6)
+    assert queries == {
+        "sent:s1:0": "Vitamin D lowers fracture risk in adults over seventy.",
+        "sent:s1:2": "Statins, e.g. atorvastatin, reduce cardiovascular mortality in older adults with diabetes!",
+        "sent:s2:1": "2 of 3 patients improved after sleep therapy in the study group?",
+    }
+    assert qrels == {"sent:s1:0": {"s1": 1}, "sent:s1:2": {"s1": 1}, "sent:s2:1": {"s2": 1}}
+    assert set(sentence_queries(root, 100, min_words=6, max_words=9)[0]) == {"sent:s1:0"}
+    assert set(sentence_queries(root, 100, min_words=6, exclude={"s1"})[0]) == {"sent:s2:1"}
+    a = sentence_queries(root, 2, seed=3)[0]
+    assert len(a) == 2 and a == sentence_queries(root, 2, seed=3)[0]
+    with pytest.raises(ConfigError, match="no document body"):
+        sentence_queries(root, 1, min_words=30)
+    with pytest.raises(ConfigError):
+        sentence_queries(root, 1, min_words=8, max_words=7)
+    bad = write_collection(tmp_path / "b", docs=[("d1", "t", "A fine sentence of six words."), ("d2", "t", 7)])
+    with pytest.raises(DataFormatError, match=r"corpus.jsonl:2: .text. must be a string"):
+        sentence_queries(bad, 3)
+
+
+def test_distill_mining_adds_sentence_groups_without_texts(tmp_path):
+    root = write_collection(tmp_path / "c")
+    out = tmp_path / "groups.jsonl"
+    mine(MineConfig(collection=str(root), split="train", depth=5, negatives=2, seed=0, pseudo_queries=2,
+                    sentence_queries=3, sentence_min_words=4, with_text=False), out)
+    groups = read_groups(out)
+    kinds = [g.query_id.split(":")[0] if ":" in g.query_id else g.query_id for g in groups]
+    assert kinds == ["q1", "title", "title", "sent", "sent", "sent"]  # real queries first
+    for g in groups[3:]:
+        source = g.query_id.split(":")[1]
+        assert [c.doc_id for c in g.candidates if c.label] == [source]
+        assert all(c.text is None for c in g.candidates)

@@ -1,4 +1,4 @@
-"""Pseudo-queries from document titles, for distillation without judged queries.
+"""Pseudo-queries from document titles and sentences, for distillation without judged queries.
 
 A teacher's scores are labels in themselves, so distillation needs queries, not judgments: the
 more (and more varied) queries the student sees the teacher rank, the better it imitates it.
@@ -8,6 +8,11 @@ sampled document whose title has at least ``min_words`` words becomes a query ``
 whose one judged-relevant document is that document (used by graded losses; the teacher scores
 every candidate anyway).
 
+Sentences of document bodies are a second, larger source (about ten per abstract): a claim-like
+sentence is close to what SciFact-style queries are, and Contriever's "independent cropping"
+(Izacard et al. 2022) uses spans of a document as its queries the same way. A sentence query
+``sent:<doc id>:<i>`` keeps its source document as the one judged-relevant document.
+
 Transductive by design, like GPL or InPars: the queries come from the corpus the model will
 rerank, never from its evaluation queries or judgments.
 """
@@ -15,6 +20,7 @@ rerank, never from its evaluation queries or judgments.
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 from rerankforge.data.beir import collection_file
@@ -22,6 +28,9 @@ from rerankforge.errors import ConfigError, DataFormatError
 from rerankforge.utils.io import iter_jsonl
 
 PREFIX = "title:"
+SENTENCE_PREFIX = "sent:"
+# A sentence ends at . ! or ? followed by space and an upper-case letter or digit (not "e.g. the").
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 
 def title_queries(collection_root: str | Path, n: int, seed: int = 0, min_words: int = 4,
@@ -50,4 +59,38 @@ def title_queries(collection_root: str | Path, n: int, seed: int = 0, min_words:
     chosen = rng.sample(titles, min(n, len(titles)))
     queries = {PREFIX + doc: title for doc, title in chosen}
     qrels = {PREFIX + doc: {doc: 1} for doc, _ in chosen}
+    return queries, qrels
+
+
+def split_sentences(text: str) -> list[str]:
+    return [" ".join(s.split()) for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def sentence_queries(collection_root: str | Path, n: int, seed: int = 0, min_words: int = 6, max_words: int = 40,
+                     exclude: set[str] | frozenset[str] = frozenset()) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """``n`` pseudo-queries made from sentences of document bodies (``{qid: sentence}``) and their
+    qrels (``{qid: {source doc: 1}}``), sampled reproducibly by ``seed`` from every sentence of
+    ``min_words``..``max_words`` words of a document outside ``exclude``."""
+    if n < 0:
+        raise ConfigError(f"number of pseudo-queries must be >= 0, got {n}")
+    if not 0 < min_words <= max_words:
+        raise ConfigError(f"sentence length bounds must satisfy 0 < min_words <= max_words, got {min_words}, {max_words}")
+    path = collection_file(Path(collection_root), "corpus.jsonl")
+    sentences: list[tuple[str, str]] = []
+    for lineno, obj in iter_jsonl(path):
+        body = obj.get("text")
+        if body is not None and not isinstance(body, str):
+            raise DataFormatError(path, lineno, '"text" must be a string')
+        doc_id = str(obj.get("_id", ""))
+        if not doc_id or doc_id in exclude:
+            continue
+        for i, sentence in enumerate(split_sentences(body or "")):
+            if min_words <= len(sentence.split()) <= max_words:
+                sentences.append((f"{SENTENCE_PREFIX}{doc_id}:{i}", sentence))
+    if n and not sentences:
+        raise ConfigError(f"{path}: no document body has a sentence of {min_words}-{max_words} words; "
+                          f"pseudo-queries from sentences are impossible here")
+    chosen = random.Random(seed).sample(sentences, min(n, len(sentences)))
+    queries = dict(chosen)
+    qrels = {qid: {qid[len(SENTENCE_PREFIX):].rsplit(":", 1)[0]: 1} for qid in queries}
     return queries, qrels

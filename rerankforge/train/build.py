@@ -51,5 +51,12 @@ def build_optimizer(model: Reranker, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 
 def build_scheduler(optimizer, cfg: OptimConfig, total_steps: int):
+    if cfg.max_minutes:
+        from torch.optim.lr_scheduler import LambdaLR
+
+        from rerankforge.train.budget import FittedSchedule
+
+        # Its length may be shortened to what fits the time budget (train/budget.py).
+        return LambdaLR(optimizer, FittedSchedule(cfg.schedule, cfg.warmup_ratio, total_steps))
     return get_scheduler(cfg.schedule, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                          num_training_steps=total_steps)

@@ -58,6 +58,10 @@ class OptimConfig:
     epochs: int = 1
     #: stop after this many optimizer steps (overrides epochs when set)
     max_steps: Optional[int] = None
+    #: wall-clock budget for the training loop: the step time is measured after a few steps and
+    #: the schedule is fitted to the steps that fit (never more than epochs/max_steps give);
+    #: see train/budget.py. Schedules: linear, cosine, constant, constant_with_warmup
+    max_minutes: Optional[float] = None
     #: groups per forward pass on each process
     batch_size: int = 2
     grad_accum: int = 1

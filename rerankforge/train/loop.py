@@ -26,6 +26,7 @@ from rerankforge.data.dataset import GroupCollator, GroupDataset, SamplingConfig
 from rerankforge.data.groups import read_groups
 from rerankforge.errors import ConfigError
 from rerankforge.losses import build_loss
+from rerankforge.train.budget import TimeBudget
 from rerankforge.train.build import build_model, build_optimizer, build_scheduler
 from rerankforge.train.config import TrainConfig, to_yaml
 from rerankforge.train.in_batch import InBatchView, check_in_batch
@@ -68,6 +69,27 @@ def _save_checkpoint(accelerator: Accelerator, out: Path, state: dict, keep: int
         for old in _checkpoints(out)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _agree(accelerator: Accelerator, value: float | bool) -> float:
+    """The main process's value on every process, so all of them take the same branch."""
+    if accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast
+
+    return broadcast(torch.tensor([float(value)], device=accelerator.device)).item()
+
+
+def _fit_to_budget(accelerator: Accelerator, scheduler, progress, total_steps: int, fitted: int) -> int:
+    fitted = int(_agree(accelerator, fitted))
+    if fitted >= total_steps:
+        return total_steps
+    for fn in scheduler.lr_lambdas:
+        fn.total = fitted
+    if progress is not None:
+        progress.total = fitted
+        progress.refresh()
+    return fitted
 
 
 def _record_rank(accelerator: Accelerator, model, out: Path, seen: list[str]) -> None:
@@ -132,6 +154,8 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
         accelerator.load_state(resume)
         state = json.loads((Path(resume) / "trainer_state.json").read_text())
         accelerator.print(f"resumed from {resume} at step {state['global_step']}")
+        # A time budget fitted before the interruption keeps its length (the schedule's state has it too).
+        total_steps = state.get("total_steps", total_steps)
 
     accelerator.print(f"training {type(accelerator.unwrap_model(model)).__name__} on {len(dataset)} groups: "
                       f"{total_steps} steps, {accelerator.num_processes} process(es), device {accelerator.device}, "
@@ -144,6 +168,8 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
 
     model.train()
     t_start, pairs_start = time.perf_counter(), state["pairs"]
+    budget = TimeBudget(cfg.optim.max_minutes, start=t_start) if cfg.optim.max_minutes else None
+    first_step = state["global_step"]
     history = []
     seen: list[str] = []
     done = state["global_step"] >= total_steps
@@ -189,6 +215,18 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
             if progress:
                 progress.update(1)
                 progress.set_postfix(loss=f"{float(loss.detach()):.4f}", pairs_s=f"{rate:.1f}", epoch=epoch)
+            if budget is not None:
+                now = time.perf_counter()
+                fitted = None if "total_steps" in state else budget.observe(step - first_step, now)
+                if fitted is not None:
+                    total_steps = _fit_to_budget(accelerator, scheduler, progress, total_steps, first_step + fitted)
+                    state["total_steps"] = total_steps
+                    accelerator.print(f"time budget {cfg.optim.max_minutes} min: {budget.step_seconds:.3f}s/step, "
+                                      f"training {total_steps} steps")
+                if step % 10 == 0 and step < total_steps and _agree(accelerator, budget.expired(now)):
+                    state["stopped_by_budget"] = step
+                    done = True
+                    break
             if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
                 _save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
             if step >= total_steps:
@@ -213,6 +251,8 @@ def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
             "global_step": state["global_step"], "pairs": state["pairs"], "train_seconds": train_seconds,
             "pairs_per_s": (state["pairs"] - pairs_start) / max(train_seconds, 1e-9),
             "processes": accelerator.num_processes, "history": history,
+            **({"max_minutes": cfg.optim.max_minutes, "fitted_steps": state.get("total_steps"),
+                "stopped_by_budget": state.get("stopped_by_budget")} if budget is not None else {}),
         })
     accelerator.wait_for_everyone()
     accelerator.end_training()
