@@ -17,6 +17,7 @@ callers use the tokenizer as before.
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict
 from typing import Any
 
@@ -37,10 +38,12 @@ def _find(seq: list[int], part: list[int], start: int = 0) -> int:
 
 
 class PairEncoder:
-    def __init__(self, tokenizer, max_cached: int = 200_000):
+    def __init__(self, tokenizer, max_cached: int = 50_000):
         self.tokenizer = tokenizer
         self.max_cached = max_cached
-        self._cache: OrderedDict[tuple[int, str], list[int]] = OrderedDict()
+        # ids as int32 arrays (4 bytes per token, not a Python int each): 50k texts of 256 tokens
+        # take ~50 MB
+        self._cache: OrderedDict[tuple[int, str], array] = OrderedDict()
         self.layout = self._read_layout()
         if self.layout is not None and not all(self._matches(q, d, m) for q, d in _PROBES for m in (16, 40, 512)):
             self.layout = None
@@ -82,13 +85,14 @@ class PairEncoder:
         key = (max_length, text)
         ids = self._cache.get(key)
         if ids is None:
-            ids = self.tokenizer(text, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+            ids = array("i", self.tokenizer(text, add_special_tokens=False, truncation=True,
+                                            max_length=max_length)["input_ids"])
             self._cache[key] = ids
             if len(self._cache) > self.max_cached:
                 self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
-        return ids
+        return ids.tolist()
 
     def encode(self, queries: list[str], docs: list[str], max_length: int) -> dict[str, torch.Tensor]:
         """The tokenizer's ``(queries, docs, padding=True, truncation=True, max_length)`` tensors."""
