@@ -33,6 +33,21 @@ SENTENCE_PREFIX = "sent:"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 
+def _documents(path: Path, exclude: set[str] | frozenset[str]):
+    """(doc id, title, body) of every corpus document with an id outside ``exclude``; a title or
+    body that is not a string is an error naming its line."""
+    for lineno, obj in iter_jsonl(path):
+        fields = []
+        for key in ("title", "text"):
+            value = obj.get(key)
+            if value is not None and not isinstance(value, str):
+                raise DataFormatError(path, lineno, f'"{key}" must be a string')
+            fields.append(value or "")
+        doc_id = str(obj.get("_id", ""))
+        if doc_id and doc_id not in exclude:
+            yield doc_id, fields[0], fields[1]
+
+
 def title_queries(collection_root: str | Path, n: int, seed: int = 0, min_words: int = 4,
                   exclude: set[str] | frozenset[str] = frozenset()) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
     """``n`` pseudo-queries (``{qid: title}``) and their qrels (``{qid: {doc_id: 1}}``), sampled
@@ -42,15 +57,10 @@ def title_queries(collection_root: str | Path, n: int, seed: int = 0, min_words:
         raise ConfigError(f"number of pseudo-queries must be >= 0, got {n}")
     path = collection_file(Path(collection_root), "corpus.jsonl")
     titles: list[tuple[str, str]] = []
-    for lineno, obj in iter_jsonl(path):
-        title = obj.get("title")
-        if title is not None and not isinstance(title, str):
-            raise DataFormatError(path, lineno, '"title" must be a string')
-        words = (title or "").split()
-        doc_id = str(obj.get("_id", ""))
-        body = (obj.get("text") or "").strip()
+    for doc_id, title, body in _documents(path, exclude):
+        words = title.split()
         # A title without a body would be a query whose answer is itself, word for word.
-        if doc_id and doc_id not in exclude and body and len(words) >= min_words:
+        if body.strip() and len(words) >= min_words:
             titles.append((doc_id, " ".join(words)))
     if n and not titles:
         raise ConfigError(f"{path}: no document has a title of >= {min_words} words and a body; "
@@ -77,14 +87,8 @@ def sentence_queries(collection_root: str | Path, n: int, seed: int = 0, min_wor
         raise ConfigError(f"sentence length bounds must satisfy 0 < min_words <= max_words, got {min_words}, {max_words}")
     path = collection_file(Path(collection_root), "corpus.jsonl")
     sentences: list[tuple[str, str]] = []
-    for lineno, obj in iter_jsonl(path):
-        body = obj.get("text")
-        if body is not None and not isinstance(body, str):
-            raise DataFormatError(path, lineno, '"text" must be a string')
-        doc_id = str(obj.get("_id", ""))
-        if not doc_id or doc_id in exclude:
-            continue
-        for i, sentence in enumerate(split_sentences(body or "")):
+    for doc_id, _, body in _documents(path, exclude):
+        for i, sentence in enumerate(split_sentences(body)):
             if min_words <= len(sentence.split()) <= max_words:
                 sentences.append((f"{SENTENCE_PREFIX}{doc_id}:{i}", sentence))
     if n and not sentences:
