@@ -160,8 +160,8 @@ def phase_raw(root: Path, args) -> dict:
 
 def phase_mine(root: Path, args) -> dict:
     from rerankforge.data.groups import write_groups
-    from rerankforge.mining.bm25 import BM25Retriever
-    from rerankforge.mining.corpus import CorpusStream
+    from rerankforge.retrieve.bm25 import BM25Retriever
+    from rerankforge.retrieve.corpus import CorpusStream
     from rerankforge.mining.negatives import NegativeMiner, NegativePolicy
     from rerankforge.mining.report import build_report
     from rerankforge.utils.io import write_json
@@ -197,7 +197,7 @@ def phase_mine(root: Path, args) -> dict:
 
 
 def phase_dense(root: Path, args) -> dict:
-    from rerankforge.mining.dense import DenseRetriever
+    from rerankforge.retrieve.dense import DenseRetriever
 
     n, d, nq, k = args.docs, 384, args.queries, args.depth
     rng = np.random.default_rng(0)
@@ -240,7 +240,7 @@ def phase_dense(root: Path, args) -> dict:
 def phase_encode(root: Path, args) -> dict:
     import torch
 
-    from rerankforge.mining.dense import Encoder
+    from rerankforge.retrieve.dense import Encoder
 
     texts = []
     with open(root / "corpus.jsonl") as fh:

@@ -20,10 +20,11 @@ import torch
 
 from rerankforge.data.beir import Collection
 from rerankforge.data.groups import iter_groups, write_groups
-from rerankforge.distill import DistillConfig, mine
+from rerankforge.config import load_config
 from rerankforge.labels.job import candidate_texts
 from rerankforge.models import load_reranker
-from rerankforge.train.config import load_config
+from rerankforge.pipelines.distill import DistillConfig
+from rerankforge.pipelines.steps import mine_cached
 
 
 def main() -> None:
@@ -34,11 +35,11 @@ def main() -> None:
     ap.add_argument("--bench-pairs", type=int, default=8192)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
-    cfg = load_config(args.config, args.overrides, schema=DistillConfig)
+    cfg = load_config(DistillConfig, args.config, args.overrides)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    mined = mine(cfg.mine, out_dir / "groups.mined.jsonl")
+    mined = mine_cached(cfg.mine, out_dir / "groups").path
     mine_s = time.perf_counter() - t
 
     text_of = Collection(cfg.mine.collection).corpus.text

@@ -43,3 +43,29 @@ def make_collection(root: Path, groups: list[Group], split: str = "test") -> Pat
                                                for c in g.candidates if c.label]
     (root / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
     return root
+
+
+# A tiny collection and pairs for the calibration / export / report / rerank-option tests.
+QUERIES = ["protein receptor signal", "tumour growth pathway", "vaccine immune dose"]
+DOCS = ["receptor protein signal pathway in mouse cells", "a trial of insulin dose in obese humans",
+        "immune response to the vaccine after a second dose in a human trial with many words " * 3]
+
+
+def write_tiny_collection(root: Path, n: int = 10, size: int = 6) -> tuple[Path, Path]:
+    """BEIR collection with disjoint 'train' (first half) and 'test' (second half) queries,
+    plus a first-stage run of every query's candidates."""
+    groups = make_groups(n=n, size=size, seed=3)
+    (root / "qrels").mkdir(parents=True)
+    docs = {c.doc_id: c.text for g in groups for c in g.candidates}
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "text": t}) + "\n" for d, t in docs.items()))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": g.query_id, "text": g.query}) + "\n" for g in groups))
+    for split, part in (("train", groups[: n // 2]), ("test", groups[n // 2 :])):
+        lines = ["query-id\tcorpus-id\tscore"]
+        # graded: the planted positive is grade 2, one other candidate grade 1
+        lines += [f"{g.query_id}\t{c.doc_id}\t{2 if c.label else 1}" for g in part for i, c in enumerate(g.candidates)
+                  if c.label or i == (0 if not g.candidates[0].label else 1)]
+        (root / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    run = root / "run.trec"
+    run.write_text("".join(f"{g.query_id} Q0 {c.doc_id} {r} {10 - r} bm25\n" for g in groups
+                           for r, c in enumerate(g.candidates, start=1)))
+    return root, run

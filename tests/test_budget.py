@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import get_scheduler
 
-from test_trainer import cfg_for, fresh_accelerate_state, weights  # noqa: F401  (fixture)
+from test_trainer import cfg_for, weights
 from rerankforge.errors import ConfigError
 from rerankforge.train import train
 from rerankforge.train.budget import FittedSchedule, TimeBudget
@@ -58,7 +58,7 @@ class FakeClock:
 
 @pytest.fixture
 def fake_clock(monkeypatch):
-    import rerankforge.train.loop as loop
+    import rerankforge.train.trainer as loop
 
     clock = FakeClock(0.05)
     monkeypatch.setattr(loop, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))

@@ -9,10 +9,11 @@ import pytest
 import torch
 from scipy.special import expit
 
-from rerank_fixtures import DOCS, QUERIES, tiny_ce_dir, tiny_collection  # noqa: F401
+from helpers import DOCS, QUERIES
 from rerankforge.cli import main
 from rerankforge.errors import ConfigError
-from rerankforge.eval.calibration import (Calibration, apply_threshold, brier_score, calibration_metrics,
+from rerankforge.rerank.threshold import apply_threshold
+from rerankforge.calibration.fit import (Calibration, brier_score, calibration_metrics,
                                           expected_calibration_error, fit_platt, fit_temperature, fold_into_head,
                                           labelled_pairs, log_loss, log_loss_from_logits, reliability_bins)
 from rerankforge.models.base import load_reranker
@@ -132,7 +133,7 @@ def test_scoring_time_calibration_survives_save_and_load(tmp_path, tiny_ce_dir):
 
 
 def test_colbert_calibration_is_stored_and_applied(tmp_path, tiny_bert_dir, tiny_collection):
-    from rerankforge.export.calibrated import calibrate_reranker
+    from rerankforge.calibration.export import calibrate_reranker
     from rerankforge.models import MODELS
 
     torch.manual_seed(0)

@@ -114,7 +114,7 @@ def test_tiny_experiment_end_to_end(tiny_collection, tiny_bert_dir, tmp_path, ca
 
 
 def test_experiment_config_errors_name_the_key(tmp_path):
-    from rerankforge.clicks.experiment import load_experiment_config
+    from rerankforge.pipelines.clicks_experiment import load_experiment_config
     from rerankforge.errors import ConfigError
 
     config = Path(__file__).resolve().parents[1] / "configs" / "clicks_nfcorpus.yaml"
@@ -132,7 +132,7 @@ def test_em_recovers_nfcorpus_simulation_propensities(shared_datasets):
     NFCorpus train queries, PBM eta=1, eps-=0.1; EM within 10% at ranks 1-10."""
     from rerankforge.clicks import SimulationConfig, build_observations, fit_pbm, simulate_clicks, true_propensities
     from rerankforge.data.beir import Collection
-    from rerankforge.mining import build_retriever
+    from rerankforge.retrieve import build_retriever
 
     collection = Collection(shared_datasets / "nfcorpus")
     retriever = build_retriever("bm25")

@@ -182,7 +182,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
-def test_real_scifact_loads(shared_datasets):
-    c = Collection(shared_datasets / "scifact")
+def test_real_scifact_loads(scifact_dir):
+    c = Collection(scifact_dir)
     assert len(c.corpus) == 5183
     assert len(c.qrels("train")) == 809 and len(c.qrels("test")) == 300

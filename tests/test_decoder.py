@@ -7,41 +7,6 @@ from rerankforge.errors import ConfigError
 from rerankforge.models import load_reranker
 from rerankforge.models.decoder import DEFAULT_TEMPLATE, DecoderReranker
 
-WORDS = ("yes no Query Document Is the document relevant to query Answer or a b c d e f g h what cat cats dog "
-         "dogs purr bark fever heat ? : . , !").split()
-
-
-def tiny_tokenizer(path):
-    """A word-level tokenizer over a tiny vocabulary with a <s> prefix, saved to ``path``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(["<pad>", "<unk>", "<s>", "</s>", *WORDS]))}
-    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B",
-                                                      special_tokens=[("<s>", vocab["<s>"])])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", pad_token="<pad>", bos_token="<s>",
-                                  eos_token="</s>")
-    tok.save_pretrained(path)
-    return tok
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory):
-    """A tiny random Llama with the word-level tokenizer (Qwen2 dirs force Qwen2's own BPE tokenizer)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tok = tiny_tokenizer(path)
-    cfg = LlamaConfig(vocab_size=len(tok.get_vocab()), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      tie_word_embeddings=False, pad_token_id=0, bos_token_id=2, eos_token_id=3)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    return path
-
-
 QUERIES = ["what cat", "dogs"]
 DOCS = [["cats purr .", "a b c d e f g h " * 3, "heat"], ["dogs bark !"]]
 MASK = torch.tensor([[True, True, True], [True, False, False]])

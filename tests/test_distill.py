@@ -9,19 +9,9 @@ import torch
 from helpers import make_collection, make_groups
 from rerankforge.cli import main
 from rerankforge.data.groups import read_groups, write_groups
-from rerankforge.distill import init_student_from_layers, subset_layers
+from rerankforge.pipelines.distill import init_student_from_layers, subset_layers
 from rerankforge.errors import ConfigError
 from rerankforge.models import load_reranker
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +121,7 @@ eval: {{collection: {coll}, split: test, depth: 5, batch_size: 8, chunk_queries:
     assert (out / "model" / "rerankforge.json").exists() and (out / "eval" / "student.trec").exists()
 
     # groups that already carry teacher scores are not rescored
-    from rerankforge.distill import TeacherScoring, teacher_scores
+    from rerankforge.pipelines.distill import TeacherScoring, teacher_scores
 
     path, info = teacher_scores(out / "groups.teacher.jsonl", teacher6, tmp_path / "unused.jsonl", TeacherScoring())
     assert path == out / "groups.teacher.jsonl" and info["skipped"] and not (tmp_path / "unused.jsonl").exists()
@@ -159,8 +149,8 @@ def test_distill_mines_text_free_pseudo_query_groups_and_trains_to_a_budget(tmp_
     cfg = tmp_path / "distill.yaml"
     cfg.write_text(f"""
 teacher: {teacher6}
-mine: {{collection: {coll}, split: train, depth: 5, negatives: 2, pseudo_queries: 2, sentence_queries: 2,
-        sentence_min_words: 3, with_text: false}}
+mine: {{collection: {coll}, split: train, depth: 5, policy: {{negatives: 2, rank_max: 5}}, text: false,
+        pseudo: {{titles: 2, sentences: 2, sentence_min_words: 3}}}}
 output_dir: {out}
 progress: false
 teacher_scoring: {{batch_size: 8, bf16: false, batch_queries: 2}}
@@ -172,7 +162,8 @@ train:
 eval: {{collection: {coll}, split: train, depth: 5, batch_size: 8, chunk_queries: 1, bf16: false, device: auto}}
 """)
     assert main(["distill", "--config", str(cfg), "student.max_length=48"]) == 0
-    mined = read_groups(out / "groups.mined.jsonl")
+    (mined_path,) = (out / "groups").glob("*.jsonl")
+    mined = read_groups(mined_path)
     assert len(mined) == 5 and all(c.text is None for g in mined for c in g.candidates)
     labelled = read_groups(out / "groups.teacher.jsonl")
     assert all(c.teacher is not None for g in labelled for c in g.candidates)
@@ -195,7 +186,8 @@ def test_label_budget_script_keeps_the_head_of_the_mined_groups(tmp_path, teache
     coll = write_collection(tmp_path / "c")
     cfg = tmp_path / "d.yaml"
     cfg.write_text(f"teacher: {teacher6}\noutput_dir: {tmp_path / 'out'}\n"
-                   f"mine: {{collection: {coll}, depth: 5, negatives: 2, pseudo_queries: 3, with_text: false}}\n"
+                   f"mine: {{collection: {coll}, split: train, depth: 5, policy: {{negatives: 2, rank_max: 5}}, "
+                   f"pseudo: {{titles: 3}}, text: false}}\n"
                    f"teacher_scoring: {{batch_size: 4, bf16: false}}\n")
 
     def cut(seconds):
@@ -208,7 +200,8 @@ def test_label_budget_script_keeps_the_head_of_the_mined_groups(tmp_path, teache
 
     everything, info = cut(3600)
     assert info["mined_groups"] == 4 and info["kept_groups"] == 4 and info["teacher_pairs_per_s"] > 0
-    mined = read_groups(tmp_path / "out" / "groups.mined.jsonl")
+    (mined_path,) = (tmp_path / "out" / "groups").glob("*.jsonl")
+    mined = read_groups(mined_path)
     assert [g.query_id for g in everything] == [g.query_id for g in mined]
     nothing, info = cut(0)
     assert nothing == [] and info["kept_pairs"] == 0

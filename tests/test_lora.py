@@ -3,7 +3,6 @@ import json
 
 import pytest
 import torch
-from test_decoder import tiny_llama_dir  # noqa: F401  (session fixture shared with the decoder tests)
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from rerankforge.errors import ConfigError

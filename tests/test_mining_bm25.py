@@ -5,20 +5,19 @@ import pytest
 
 from rerankforge.data.beir import Collection, Corpus
 from rerankforge.errors import ConfigError
-from rerankforge.mining import build_retriever
-from rerankforge.mining.bm25 import Analyzer, BM25Retriever, bm25s_reference
-from rerankforge.mining.corpus import CorpusStream
+from rerankforge.retrieve import build_retriever
+from rerankforge.retrieve.bm25 import Analyzer, BM25Retriever, bm25s_reference
+from rerankforge.retrieve.corpus import CorpusStream
 
 
 @pytest.fixture(scope="module")
-def cranfield(shared_datasets):
-    return Collection(shared_datasets / "cranfield")
+def real(scifact_dir):
+    return Collection(scifact_dir)
 
 
 @pytest.fixture(scope="module")
-def cran_queries(shared_datasets, cranfield):
-    # two judged Cranfield documents are empty: load_corpus skips them and qrels drops their judgments
-    return cranfield.split_queries("test")
+def real_queries(scifact_dir, real):
+    return real.split_queries("test")
 
 
 def _index_matrix(model):
@@ -78,11 +77,11 @@ def test_hand_computed_scores():
     assert r.search({"q": "zebra"}, 10) == {"q": []}
 
 
-def test_analyzer_matches_bm25s_tokenizer(cranfield):
+def test_analyzer_matches_bm25s_tokenizer(real):
     import bm25s
     import Stemmer
 
-    texts = cranfield.corpus.texts[:300]
+    texts = real.corpus.texts[:300]
     ref = bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False,
                          return_ids=False)
     a = Analyzer("english", "en")
@@ -90,8 +89,8 @@ def test_analyzer_matches_bm25s_tokenizer(cranfield):
 
 
 @pytest.mark.parametrize("method", ["lucene", "robertson", "atire", "bm25l", "bm25+"])
-def test_index_is_bit_identical_to_bm25s(cranfield, method):
-    corpus = Corpus(cranfield.corpus.ids[:700], cranfield.corpus.texts[:700])
+def test_index_is_bit_identical_to_bm25s(real, method):
+    corpus = Corpus(real.corpus.ids[:700], real.corpus.texts[:700])
     ours = BM25Retriever(method=method, index_batch_size=300)  # several batches: the vocabulary grows across them
     ours.index(corpus)
     ref, _ = bm25s_reference(corpus.texts, method=method)
@@ -107,9 +106,9 @@ def test_index_is_bit_identical_to_bm25s(cranfield, method):
                                       ours.bm25s.nonoccurrence_array[perm])
 
 
-def test_search_matches_bm25s_retrieve(cranfield, cran_queries):
-    corpus = cranfield.corpus
-    queries = cran_queries
+def test_search_matches_bm25s_retrieve(real, real_queries):
+    corpus = real.corpus
+    queries = real_queries
     r = BM25Retriever(batch_size=64)
     r.index(corpus)
     ours = r.search(queries, 50)
@@ -127,12 +126,12 @@ def test_search_matches_bm25s_retrieve(cranfield, cran_queries):
     _assert_same_ranking(ours, plain)
 
 
-def test_rank_bm25_okapi_epsilon0_ranks_like_bm25s_robertson(cranfield, cran_queries):
+def test_rank_bm25_okapi_epsilon0_ranks_like_bm25s_robertson(real, real_queries):
     """rank-bm25 BM25Okapi(epsilon=0) == bm25s method="robertson" up to ties (and a constant k1+1 factor)."""
     import rank_bm25
 
-    corpus = Corpus(cranfield.corpus.ids[:600], cranfield.corpus.texts[:600])
-    queries = dict(list(cran_queries.items())[:60])
+    corpus = Corpus(real.corpus.ids[:600], real.corpus.texts[:600])
+    queries = dict(list(real_queries.items())[:60])
     params = dict(k1=1.2, b=0.75, method="robertson")
     fast = BM25Retriever(**params)
     fast.index(corpus)
@@ -150,16 +149,16 @@ def test_rank_bm25_okapi_epsilon0_ranks_like_bm25s_robertson(cranfield, cran_que
         np.testing.assert_allclose(fast.score(queries[qid], corpus.ids), s, rtol=1e-5, atol=1e-6)
 
 
-def test_stream_index_equals_memory_index(tmp_path, cranfield, cran_queries):
+def test_stream_index_equals_memory_index(tmp_path, real, real_queries):
     import json
 
     path = tmp_path / "corpus.jsonl"
     with open(path, "w") as fh:
-        for d, t in zip(cranfield.corpus.ids, cranfield.corpus.texts):
+        for d, t in zip(real.corpus.ids, real.corpus.texts):
             fh.write(json.dumps({"_id": d, "title": "", "text": t}) + "\n")
-    queries = dict(list(cran_queries.items())[:40])
+    queries = dict(list(real_queries.items())[:40])
     a = BM25Retriever(index_batch_size=500)
-    a.index(cranfield.corpus)
+    a.index(real.corpus)
     b = BM25Retriever(index_batch_size=333)
     b.index(CorpusStream(path))
     assert a.search(queries, 20) == b.search(queries, 20)
@@ -178,11 +177,11 @@ def test_config_errors():
         BM25Retriever().search({"q": "x"}, 5)
 
 
-def test_scifact_bm25_quality(shared_datasets):
+def test_scifact_bm25_quality(scifact_dir):
     """BM25 (bm25s defaults) on SciFact test: nDCG@10 0.686 (published Lucene 0.679 uses k1=1.2)."""
-    from rerankforge.mining.pipeline import evaluate_run
+    from rerankforge.eval import evaluate as evaluate_run
 
-    c = Collection(shared_datasets / "scifact")
+    c = Collection(scifact_dir)
     r = BM25Retriever()
     r.index(c.corpus)
     m = evaluate_run(c.qrels("test"), r.search(c.split_queries("test"), 100))

@@ -6,7 +6,7 @@ import pytest
 
 from rerankforge.data.beir import load_corpus
 from rerankforge.errors import DataFormatError
-from rerankforge.mining.corpus import (CorpusStream, DocIds, corpus_batches, corpus_fingerprint, fetch_texts,
+from rerankforge.retrieve.corpus import (CorpusStream, DocIds, corpus_batches, corpus_fingerprint, fetch_texts,
                                        normalize_text, text_key)
 
 

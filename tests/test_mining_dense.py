@@ -5,15 +5,15 @@ import pytest
 
 from rerankforge.data.beir import Collection, Corpus
 from rerankforge.errors import ConfigError
-from rerankforge.mining import build_retriever
-from rerankforge.mining.corpus import CorpusStream
-from rerankforge.mining.dense import DenseRetriever, Encoder, sentence_transformers_layout
+from rerankforge.retrieve import build_retriever
+from rerankforge.retrieve.corpus import CorpusStream
+from rerankforge.retrieve.dense import DenseRetriever, Encoder, sentence_transformers_layout
 from rerankforge.models.base import default_base_model
 
 
 @pytest.fixture(scope="module")
-def small_corpus(shared_datasets):
-    c = Collection(shared_datasets / "scifact")
+def small_corpus(scifact_dir):
+    c = Collection(scifact_dir)
     return Corpus(c.corpus.ids[:120], c.corpus.texts[:120]), {q: c.queries[q] for q in list(c.qrels("test"))[:12]}
 
 
@@ -134,7 +134,7 @@ def test_stream_and_memory_corpus_share_the_cache(tmp_path, tiny_bert_dir, small
 
 
 def test_hybrid_fuses_components(tmp_path, tiny_bert_dir, small_corpus):
-    from rerankforge.mining.fusion import rrf
+    from rerankforge.retrieve.fusion import rrf
 
     corpus, queries = small_corpus
     h = build_retriever("hybrid", components=[{"name": "bm25"}, {"name": "dense", "model": str(tiny_bert_dir),
@@ -150,19 +150,19 @@ def test_hybrid_fuses_components(tmp_path, tiny_bert_dir, small_corpus):
 
 
 @pytest.mark.slow
-def test_scifact_dense_and_hybrid_quality(shared_datasets):
+def test_scifact_dense_and_hybrid_quality(scifact_dir):
     """SciFact test with the bundled MiniLM-L6 (embeddings cached under the default cache dir):
     dense nDCG@10 >= 0.64; hybrid BM25 + dense RRF nDCG@10 >= 0.70 and R@100 >= 0.94."""
-    from rerankforge.mining.hybrid import HybridRetriever
-    from rerankforge.mining.pipeline import evaluate_run
+    from rerankforge.retrieve.hybrid import HybridRetriever
+    from rerankforge.eval import evaluate as evaluate_run
 
-    c = Collection(shared_datasets / "scifact")
+    c = Collection(scifact_dir)
     queries, qrels = c.split_queries("test"), c.qrels("test")
     dense = DenseRetriever()
     dense.index(c.corpus)
     m_dense = evaluate_run(qrels, dense.search(queries, 100))
     assert m_dense["nDCG@10"] >= 0.64
-    from rerankforge.mining.bm25 import BM25Retriever
+    from rerankforge.retrieve.bm25 import BM25Retriever
 
     hybrid = HybridRetriever([BM25Retriever(), dense], fusion="rrf", rrf_k=60)
     hybrid.components[0].index(c.corpus)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from rerankforge.errors import ConfigError
-from rerankforge.mining.fusion import fuse, normalize_run, normalize_scores, rrf, score_fusion
+from rerankforge.retrieve.fusion import fuse, normalize_run, normalize_scores, rrf, score_fusion
 
 A = {"q": [("d1", 10.0), ("d2", 8.0), ("d3", 2.0)], "only_a": [("x", 1.0)]}
 B = {"q": [("d3", 0.9), ("d1", 0.5), ("d4", 0.1)]}

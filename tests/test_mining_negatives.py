@@ -6,7 +6,7 @@ import pytest
 
 from rerankforge.data.beir import Collection, Corpus
 from rerankforge.errors import ConfigError
-from rerankforge.mining.corpus import CorpusStream
+from rerankforge.retrieve.corpus import CorpusStream
 from rerankforge.mining.negatives import NegativeMiner, NegativePolicy, mine_groups
 from rerankforge.mining.report import build_report, print_report, report_path
 
@@ -249,11 +249,11 @@ def test_report_path_and_printing(capsys):
     assert "groups written" in out and "negatives per query" in out
 
 
-def test_scifact_bm25_mining_invariants(shared_datasets):
-    from rerankforge.mining.bm25 import BM25Retriever
-    from rerankforge.mining.pipeline import evaluate_run
+def test_scifact_bm25_mining_invariants(scifact_dir):
+    from rerankforge.retrieve.bm25 import BM25Retriever
+    from rerankforge.eval import evaluate as evaluate_run
 
-    c = Collection(shared_datasets / "scifact")
+    c = Collection(scifact_dir)
     qrels = c.qrels("train")
     qrels = dict(list(qrels.items())[:150])
     r = BM25Retriever()

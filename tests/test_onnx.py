@@ -11,7 +11,7 @@ from rerankforge.errors import ConfigError
 from rerankforge.export.card import card_info_from_output_dir, read_card_info, write_model_card
 from rerankforge.export.onnx import ONNX_FILE, OnnxCrossEncoder, export_onnx
 from rerankforge.models.base import load_reranker
-from rerank_fixtures import DOCS, QUERIES, tiny_ce_dir, tiny_collection  # noqa: F401
+from helpers import DOCS, QUERIES
 
 
 def test_onnx_export_matches_pytorch(tmp_path, tiny_ce_dir, tiny_collection):
@@ -50,7 +50,7 @@ def test_export_onnx_cli(tmp_path, tiny_ce_dir, tiny_collection, capsys):
     printed = capsys.readouterr().out
     assert "max |onnx - torch fp32|" in printed and "pairs/s" in printed
     info = read_card_info(tmp_path / "o")
-    assert info["commands"][-1].startswith("rerankforge export-onnx --model")
+    assert info["commands"][-1].startswith("rerankforge export-onnx model=")
 
 
 def test_onnx_refuses_scoring_time_calibration(tmp_path, tiny_ce_dir):
@@ -116,7 +116,7 @@ def test_model_card_without_eval_or_summary(tmp_path):
 
 def test_card_survives_calibration_and_onnx(tmp_path, tiny_ce_dir, tiny_collection):
     """Training facts written with the model carry through calibrate and export-onnx."""
-    from rerankforge.export.calibrated import calibrate_reranker
+    from rerankforge.calibration.export import calibrate_reranker
 
     out = fake_training_output(tmp_path / "run")
     model_dir = tmp_path / "trained"

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from rerankforge.data.groups import read_groups
-from rerankforge.distill import MineConfig, mine
+from rerankforge.api import mine_config
+from rerankforge.pipelines.steps import mine_cached
 from rerankforge.errors import ConfigError, DataFormatError
 from rerankforge.mining.pseudo_queries import sentence_queries, split_sentences, title_queries
 
@@ -64,20 +65,22 @@ def test_no_usable_title_is_an_error_and_bad_title_names_the_line(tmp_path):
         title_queries(bad, 3)
 
 
-def test_distill_mining_adds_title_groups(tmp_path):
+def test_mining_adds_title_groups(tmp_path):
     root = write_collection(tmp_path / "c")
-    out = tmp_path / "groups.jsonl"
-    mine(MineConfig(collection=str(root), split="train", depth=5, negatives=2, seed=0, pseudo_queries=3), out)
-    groups = read_groups(out)
+    cache = tmp_path / "cache"
+    first = mine_cached(mine_config(str(root), "train", depth=5, negatives=2, rank_max=5, pseudo={"titles": 3}), cache)
+    groups = read_groups(first.path)
     assert [g.query_id for g in groups][0] == "q1" and len(groups) == 4
     for g in groups[1:]:
         doc = g.query_id.split(":", 1)[1]
         assert g.query_id.startswith("title:") and g.query == dict((d, t) for d, t, _ in DOCS)[doc]
         assert [c.doc_id for c in g.candidates if c.label] == [doc]  # its own document is the positive
         assert len(g.candidates) == 3 and all(c.text for c in g.candidates)
-    # the settings are part of the cache key: more pseudo-queries re-mine
-    mine(MineConfig(collection=str(root), split="train", depth=5, negatives=2, seed=0, pseudo_queries=4), out)
-    assert len(read_groups(out)) == 5
+    # the settings are part of the cache key: the same settings reuse, more pseudo-queries re-mine
+    again = mine_cached(mine_config(str(root), "train", depth=5, negatives=2, rank_max=5, pseudo={"titles": 3}), cache)
+    assert again.reused and again.path == first.path
+    more = mine_cached(mine_config(str(root), "train", depth=5, negatives=2, rank_max=5, pseudo={"titles": 4}), cache)
+    assert not more.reused and len(read_groups(more.path)) == 5
 
 
 SENTENCE_DOCS = [
@@ -117,12 +120,11 @@ def test_sentence_queries_qualify_by_length_and_keep_their_source(tmp_path):
         sentence_queries(bad, 3)
 
 
-def test_distill_mining_adds_sentence_groups_without_texts(tmp_path):
+def test_mining_adds_sentence_groups_without_texts(tmp_path):
     root = write_collection(tmp_path / "c")
-    out = tmp_path / "groups.jsonl"
-    mine(MineConfig(collection=str(root), split="train", depth=5, negatives=2, seed=0, pseudo_queries=2,
-                    sentence_queries=3, sentence_min_words=4, with_text=False), out)
-    groups = read_groups(out)
+    cfg = mine_config(str(root), "train", depth=5, negatives=2, rank_max=5, text=False,
+                      pseudo={"titles": 2, "sentences": 3, "sentence_min_words": 4})
+    groups = read_groups(mine_cached(cfg, tmp_path / "cache").path)
     kinds = [g.query_id.split(":")[0] if ":" in g.query_id else g.query_id for g in groups]
     assert kinds == ["q1", "title", "title", "sent", "sent", "sent"]  # real queries first
     for g in groups[3:]:

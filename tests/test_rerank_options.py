@@ -9,11 +9,10 @@ from rerankforge.cli import main
 from rerankforge.data.beir import Collection, Corpus
 from rerankforge.data.trec import read_run
 from rerankforge.errors import ConfigError
-from rerankforge.eval.fusion import reciprocal_rank_fusion
-from rerankforge.eval.mmr import mmr_order, mmr_rerank, tfidf_similarity
-from rerankforge.eval.passages import aggregate, rerank_passages, split_passages
+from rerankforge.retrieve.fusion import rrf as reciprocal_rank_fusion
+from rerankforge.rerank.mmr import mmr_order, mmr_rerank, tfidf_similarity
+from rerankforge.rerank.passages import aggregate, rerank_passages, split_passages
 from rerankforge.models.base import load_reranker
-from rerank_fixtures import tiny_ce_dir, tiny_collection  # noqa: F401
 
 
 class KeywordModel:

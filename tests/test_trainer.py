@@ -11,19 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from helpers import write_tiny_groups
-from rerankforge.train import load_config, train
+from rerankforge.config import load_config
+from rerankforge.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    yield
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    PartialState._reset_state()
 
 
 @pytest.fixture
@@ -42,7 +33,7 @@ def dropout_bert_dir(tmp_path_factory, tiny_bert_dir):
 
 def cfg_for(tmp_path, model_dir, name, *overrides):
     groups = write_tiny_groups(tmp_path / "groups.jsonl", n=12, size=5)
-    return load_config(None, [f"output_dir={tmp_path / name}", f"model.name_or_path={model_dir}",
+    return load_config(TrainConfig, None, [f"output_dir={tmp_path / name}", f"model.name_or_path={model_dir}",
                               "model.max_length=48", f"data.train_groups={groups}", "data.group_size=4",
                               "optim.batch_size=2", "optim.lr=1e-3", "bf16=false", "progress=false",
                               "log_every=1", *overrides])

@@ -33,6 +33,7 @@ import numpy as np
 
 from rerankforge.data.clicks import Impression
 from rerankforge.data.trec import Run
+from rerankforge.config import option
 from rerankforge.errors import ConfigError
 
 PERTURBATIONS = ("none", "shuffle", "swap")
@@ -40,15 +41,16 @@ PERTURBATIONS = ("none", "shuffle", "swap")
 
 @dataclass
 class SimulationConfig:
-    impressions: int = 50_000
-    top_k: int = 10
-    eta: float = 1.0
-    eps_pos: float = 1.0
-    eps_neg: float = 0.1
-    relevance: str = "graded"
-    perturb: str = "shuffle"
-    perturb_prob: float = 0.2
-    seed: int = 0
+    impressions: int = option(50_000, flag="--impressions", help="impressions simulated")
+    top_k: int = option(10, flag="--top-k", help="documents shown per impression")
+    eta: float = option(1.0, flag="--eta", help="position-bias severity: P(examine r) = (1/r)^eta")
+    eps_pos: float = option(1.0, flag="--eps-pos", help="click probability of an examined top-grade document")
+    eps_neg: float = option(0.1, flag="--eps-neg", help="click probability of an examined non-relevant document")
+    relevance: str = option("graded", flag="--relevance", choices=("graded", "binary"), help="judgments as graded or binary")
+    perturb: str = option("shuffle", flag="--perturb", choices=("none", "shuffle", "swap"),
+                          help="interventions that make position bias identifiable")
+    perturb_prob: float = option(0.2, flag="--perturb-prob", help="share of impressions perturbed")
+    seed: int = option(0, flag="--seed", help="simulation seed")
 
     def validate(self) -> None:
         if self.impressions < 1 or self.top_k < 1:

@@ -2,48 +2,72 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
+from rerankforge.config import option
+
+
+@dataclass
+class CalibrateConfig:
+    model: Optional[str] = option(None, flag="--model", help="exported model directory")
+    collection: Optional[str] = option(None, flag="--collection", help="BEIR collection directory")
+    run: Optional[str] = option(None, flag="--run",
+                                help="first-stage TREC run covering the eval split (and the fit split unless "
+                                     "--fit-run); default: BM25 top-depth retrieved on the fly")
+    fit_run: Optional[str] = option(None, flag="--fit-run", help="first-stage run for the fit split, if different")
+    fit_split: Optional[str] = option(None, flag="--fit-split", help="qrels split the calibration is fitted on")
+    eval_split: Optional[str] = option(None, flag="--eval-split", help="held-out qrels split it is measured on")
+    method: str = option("platt", flag="--method", choices=("platt", "temperature"), help="calibration map")
+    out: Optional[str] = option(None, flag="--out", help="output directory")
+    depth: int = option(100, flag="--depth", help="candidates per query: the run's top K")
+    rel_threshold: int = option(1, flag="--rel-threshold", help="grade >= this counts as relevant")
+    max_fit_queries: Optional[int] = option(None, flag="--max-fit-queries",
+                                            help="fit on a random sample of this many fit-split queries")
+    bins: int = option(15, flag="--bins", help="ECE / reliability-diagram bins")
+    batch_size: int = option(64, flag="--batch-size", help="pairs per forward pass")
+    bf16: bool = option(False, flag="--bf16", help="score in bf16 autocast (default float32)")
+    seed: int = option(0, flag="--seed", help="sampling seed")
+
+    def validate(self) -> None:
+        from rerankforge.errors import ConfigError
+
+        for key in ("model", "collection", "fit_split", "eval_split", "out"):
+            if not getattr(self, key):
+                raise ConfigError(f"--{key.replace('_', '-')} is required")
+        if self.depth < 1 or self.bins < 1 or self.batch_size < 1:
+            raise ConfigError("depth, bins and batch_size must be >= 1")
+
 
 def add_parser(sub):
+    from rerankforge.config import add_config_args
+
     p = sub.add_parser(
         "calibrate", help="fit Platt/temperature scaling on held-out queries and export a calibrated checkpoint",
         description="Fit p = sigmoid(a*s + b) on the fit split, report ECE/Brier/log-loss before and after on the "
                     "eval split, and write DIR/calibration.json, DIR/reliability.png and the calibrated model to "
                     "DIR/model (cross-encoders: folded into the head; other types: applied by load_reranker).")
-    p.add_argument("--model", required=True, help="exported model directory")
-    p.add_argument("--collection", required=True, help="BEIR collection directory")
-    p.add_argument("--run", help="first-stage TREC run covering the eval split (and the fit split unless --fit-run); "
-                                 "default: BM25 top-depth retrieved on the fly")
-    p.add_argument("--fit-run", help="first-stage run for the fit split, if different from --run")
-    p.add_argument("--fit-split", required=True, help="qrels split the calibration is fitted on")
-    p.add_argument("--eval-split", required=True, help="held-out qrels split it is measured on")
-    p.add_argument("--method", choices=("platt", "temperature"), default="platt")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--depth", type=int, default=100, help="candidates per query: the run's top K (default 100)")
-    p.add_argument("--rel-threshold", type=int, default=1, help="grade >= this counts as relevant (default 1)")
-    p.add_argument("--max-fit-queries", type=int, help="fit on a random sample of this many fit-split queries")
-    p.add_argument("--bins", type=int, default=15, help="ECE / reliability-diagram bins (default 15)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--bf16", action="store_true", help="score in bf16 autocast (default float32)")
-    p.add_argument("--seed", type=int, default=0)
+    add_config_args(p, CalibrateConfig, example="bins=20")
     return p
 
 
 def run(args) -> int:
-    from rerankforge.export.calibrated import calibrate_reranker
-    from rerankforge.export.card import cli_command
+    from rerankforge.calibration.export import calibrate_reranker
+    from rerankforge.config import command_line, config_from_args
     from rerankforge.utils.table import metrics_table
 
-    rec = calibrate_reranker(args.model, args.collection, args.fit_split, args.eval_split, args.out, args.method,
-                             run=args.run, fit_run=args.fit_run, depth=args.depth, rel_threshold=args.rel_threshold,
-                             max_fit_queries=args.max_fit_queries, n_bins=args.bins, batch_size=args.batch_size,
-                             bf16=args.bf16, seed=args.seed, command=cli_command("calibrate", args))
+    cfg = config_from_args(CalibrateConfig, args)
+    rec = calibrate_reranker(cfg.model, cfg.collection, cfg.fit_split, cfg.eval_split, cfg.out, cfg.method,
+                             run=cfg.run, fit_run=cfg.fit_run, depth=cfg.depth, rel_threshold=cfg.rel_threshold,
+                             max_fit_queries=cfg.max_fit_queries, n_bins=cfg.bins, batch_size=cfg.batch_size,
+                             bf16=cfg.bf16, seed=cfg.seed, command=command_line("calibrate", cfg))
     rows = {"before (sigmoid of raw score)": rec["before"], f"after ({rec['method']}, exported)": rec["after"]}
     rows.update({f"after ({m}, not exported)": alt["after"] for m, alt in rec.get("other_methods", {}).items()})
     metrics_table(rows,
-                  title=f"{args.eval_split}: {rec['eval_pairs']} pairs from {rec['eval_queries']} queries "
-                        f"(fit on {args.fit_split}: {rec['fit_pairs']} pairs)")
+                  title=f"{cfg.eval_split}: {rec['eval_pairs']} pairs from {rec['eval_queries']} queries "
+                        f"(fit on {cfg.fit_split}: {rec['fit_pairs']} pairs)")
     where = "folded into the classification head" if rec["folded_into_head"] else "stored in rerankforge.json"
     print(f"a = {rec['a']:.6g}, b = {rec['b']:.6g} ({where}); export check max |diff| = "
           f"{rec['export_check_max_abs_diff']:.2g}")
-    print(f"calibrated model -> {rec['model_dir']}; calibration.json, reliability.png -> {args.out}")
+    print(f"calibrated model -> {rec['model_dir']}; calibration.json, reliability.png -> {cfg.out}")
     return 0

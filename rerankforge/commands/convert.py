@@ -13,40 +13,64 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, fields
+from typing import Optional
 
+from rerankforge.config import option
 from rerankforge.data.groups import Group
+from rerankforge.errors import ConfigError
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help="input file (or dataset directory for st-hardneg)")
-    p.add_argument("--out", required=True, help="output groups JSONL, or a directory with --arrow")
-    p.add_argument("--arrow", action="store_true", help="write a datasets save_to_disk directory instead of JSONL")
+@dataclass
+class ConvertConfig:
+    input: Optional[str] = option(None, flag="--input", help="input file (or dataset directory for st-hardneg)")
+    out: Optional[str] = option(None, flag="--out", help="output groups JSONL, or a directory with --arrow")
+    arrow: bool = option(False, flag="--arrow", help="write a datasets save_to_disk directory instead of JSONL")
+
+    def validate(self) -> None:
+        for key in ("input", "out"):
+            if not getattr(self, key):
+                raise ConfigError(f"--{key} is required")
+
+    def options(self) -> dict:
+        """The converter's keyword arguments (the fields beyond input/out/arrow that are set)."""
+        base = {f.name for f in fields(ConvertConfig)}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in base and getattr(self, f.name) not in (None, False)}
 
 
-def _sorted(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sorted", action="store_true", dest="sorted_input",
-                   help="input is sorted by query: stream one group at a time instead of holding all in memory")
+@dataclass
+class MsmarcoConvertConfig(ConvertConfig):
+    queries: Optional[str] = option(None, flag="--queries", help="qid<TAB>text file: read the input as qid<TAB>pid<TAB>pid")
+    collection: Optional[str] = option(None, flag="--collection",
+                                       help="pid<TAB>passage file for the id form (else candidates carry ids only)")
+    sorted_input: bool = option(False, flag="--sorted",
+                                help="input is sorted by query: stream one group at a time instead of holding all")
+
+
+@dataclass
+class STConvertConfig(ConvertConfig):
+    query_column: Optional[str] = option(None, flag="--query-column", help="query column (default: query or anchor)")
+    positive_column: str = option("positive", flag="--positive-column", help="positive column")
+    sorted_input: bool = option(False, flag="--sorted",
+                                help="input is sorted by query: stream one group at a time instead of holding all")
+
+
+FORMATS = {
+    "msmarco-triples": (MsmarcoConvertConfig, "query<TAB>positive<TAB>negative lines (or qid<TAB>pid<TAB>pid)"),
+    "flagembedding": (ConvertConfig, 'JSONL {"query", "pos", "neg", "pos_scores", "neg_scores"}'),
+    "st-hardneg": (STConvertConfig, "sentence-transformers query/anchor, positive, negative_1..n columns"),
+}
 
 
 def add_parser(sub):
+    from rerankforge.config import add_config_args
+
     p = sub.add_parser("convert", help="convert MS MARCO triples, FlagEmbedding or sentence-transformers data to groups",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
-
-    m = kinds.add_parser("msmarco-triples", help="query<TAB>positive<TAB>negative lines (or qid<TAB>pid<TAB>pid)")
-    _common(m)
-    m.add_argument("--queries", help="qid<TAB>text file: read the input as qid<TAB>pid<TAB>pid")
-    m.add_argument("--collection", help="pid<TAB>passage file for the id form (else candidates carry ids only)")
-    _sorted(m)
-
-    f = kinds.add_parser("flagembedding", help='JSONL {"query", "pos", "neg", "pos_scores", "neg_scores"}')
-    _common(f)
-
-    s = kinds.add_parser("st-hardneg", help="sentence-transformers query/anchor, positive, negative_1..n columns")
-    _common(s)
-    s.add_argument("--query-column", dest="query_column", help="query column (default: query or anchor)")
-    s.add_argument("--positive-column", dest="positive_column", default="positive", help="positive column (positive)")
-    _sorted(s)
+    for name, (schema, help_text) in FORMATS.items():
+        add_config_args(kinds.add_parser(name, help=help_text), schema, example="arrow=true")
     return p
 
 
@@ -67,21 +91,21 @@ class _Counter:
 
 
 def run(args) -> int:
+    from rerankforge.config import config_from_args
     from rerankforge.data.convert import convert
     from rerankforge.data.groups import write_groups
 
-    options = {k: getattr(args, k) for k in ("queries", "collection", "sorted_input", "query_column",
-                                             "positive_column") if getattr(args, k, None) not in (None, False)}
-    counter = _Counter(convert(args.format, args.input, **options))
-    if args.arrow:
+    cfg = config_from_args(FORMATS[args.format][0], args)
+    counter = _Counter(convert(args.format, cfg.input, **cfg.options()))
+    if cfg.arrow:
         from rerankforge.data.hf import save_groups_dataset
 
-        save_groups_dataset(counter, args.out)
+        save_groups_dataset(counter, cfg.out)
     else:
-        write_groups(args.out, counter)
+        write_groups(cfg.out, counter)
     print(f"wrote {counter.groups} groups, {counter.candidates} candidates ({counter.positives} positives, "
-          f"{counter.teacher} with teacher scores) to {args.out}")
+          f"{counter.teacher} with teacher scores) to {cfg.out}")
     if not counter.groups:
-        print(f"rerankforge convert: warning: {args.input} held no data lines", file=sys.stderr)
+        print(f"rerankforge convert: warning: {cfg.input} held no data lines", file=sys.stderr)
         return 1
     return 0

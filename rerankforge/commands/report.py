@@ -3,31 +3,54 @@ significance against the first stage, per-query wins and losses."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
+from rerankforge.config import option
+
+
+@dataclass
+class ReportConfig:
+    model: Optional[str] = option(None, flag="--model", help="exported model directory")
+    collection: Optional[str] = option(None, flag="--collection", help="BEIR collection directory")
+    split: Optional[str] = option(None, flag="--split", help="qrels split")
+    run: Optional[str] = option(None, flag="--run", help="first-stage TREC run (at least max(K) deep)")
+    out: Optional[str] = option(None, flag="--out", help="output directory")
+    cutoffs: list[int] = option(factory=lambda: [10, 20, 50, 100, 200], flag="--cutoffs", help="K values")
+    measures: list[str] = option(factory=lambda: ["nDCG@10", "RR@10"], flag="--measures", help="ir-measures strings")
+    test_measure: str = option("nDCG@10", flag="--test-measure",
+                               help="per-query measure for significance and wins/losses")
+    compare_k: Optional[int] = option(None, flag="--compare-k",
+                                      help="cutoff whose wins/losses are listed (default 100 if swept, else max K)")
+    timing_queries: int = option(50, flag="--timing-queries", help="queries timed per K (0: all)")
+    resamples: int = option(10000, flag="--resamples", help="randomisation-test resamples")
+    top: int = option(10, flag="--top", help="biggest wins/losses listed")
+    batch_size: int = option(64, flag="--batch-size", help="pairs per forward pass")
+    bf16: bool = option(True, flag="--no-bf16", help="score in float32")
+    seed: int = option(0, flag="--seed", help="sampling seed")
+    scores: Optional[str] = option(None, flag="--scores", metavar="RUN.trec",
+                                   help="this model's scores from an earlier rerank of the same queries (e.g. a "
+                                        "training run's reranked.trec): pairs found there are reused")
+
+    def validate(self) -> None:
+        from rerankforge.errors import ConfigError
+
+        for key in ("model", "collection", "split", "run", "out"):
+            if not getattr(self, key):
+                raise ConfigError(f"--{key} is required")
+        if not self.cutoffs or min(self.cutoffs) < 1:
+            raise ConfigError(f"cutoffs must be >= 1, got {self.cutoffs}")
+
 
 def add_parser(sub):
+    from rerankforge.config import add_config_args
+
     p = sub.add_parser(
         "report", help="reranking report: cutoff sweep (quality + ms/query), significance, wins/losses",
         description="Scores the top-max(K) once for quality; times each K separately on --timing-queries sampled "
                     "queries. Writes DIR/report.json, DIR/cutoffs.png, DIR/cutoffs.md and the reranked run at "
                     "--compare-k.")
-    p.add_argument("--model", required=True, help="exported model directory")
-    p.add_argument("--collection", required=True, help="BEIR collection directory")
-    p.add_argument("--split", required=True, help="qrels split")
-    p.add_argument("--run", required=True, help="first-stage TREC run (at least max(K) deep)")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--cutoffs", type=int, nargs="+", default=[10, 20, 50, 100, 200], help="K values (default 10 20 50 100 200)")
-    p.add_argument("--measures", nargs="+", default=["nDCG@10", "RR@10"], help="ir-measures strings")
-    p.add_argument("--test-measure", default="nDCG@10", help="per-query measure for significance and wins/losses")
-    p.add_argument("--compare-k", type=int, help="cutoff whose wins/losses are listed (default 100 if swept, else max K)")
-    p.add_argument("--timing-queries", type=int, default=50, help="queries timed per K (0: all; default 50)")
-    p.add_argument("--resamples", type=int, default=10000, help="randomisation-test resamples (default 10000)")
-    p.add_argument("--top", type=int, default=10, help="biggest wins/losses listed (default 10)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--no-bf16", action="store_true", help="score in float32")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scores", metavar="RUN.trec",
-                   help="this model's scores from an earlier rerank of the same queries (e.g. a training run's "
-                        "reranked.trec): pairs found there are reused instead of scored again")
+    add_config_args(p, ReportConfig, example="cutoffs=[10,50]")
     return p
 
 
@@ -35,24 +58,26 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from rerankforge.config import config_from_args
     from rerankforge.data.beir import Collection
     from rerankforge.data.trec import read_run
     from rerankforge.eval.cutoff import cutoff_sweep, write_report
     from rerankforge.models import load_reranker
 
-    collection = Collection(args.collection)
-    first = read_run(args.run, collection.queries, collection.corpus)
-    model = load_reranker(args.model)
-    known = read_run(args.scores, collection.queries, collection.corpus) if args.scores else None
-    rep = cutoff_sweep(model, collection, args.split, first, args.cutoffs, args.measures, args.test_measure,
-                       args.timing_queries or None, args.batch_size, not args.no_bf16, args.resamples, args.seed,
-                       args.top, args.compare_k, known_scores=known)
-    if args.scores:
-        rep["scoring"]["reused_from"] = args.scores
-    paths = write_report(args.out, rep)
+    cfg = config_from_args(ReportConfig, args)
+    collection = Collection(cfg.collection)
+    first = read_run(cfg.run, collection.queries, collection.corpus)
+    model = load_reranker(cfg.model)
+    known = read_run(cfg.scores, collection.queries, collection.corpus) if cfg.scores else None
+    rep = cutoff_sweep(model, collection, cfg.split, first, cfg.cutoffs, cfg.measures, cfg.test_measure,
+                       cfg.timing_queries or None, cfg.batch_size, cfg.bf16, cfg.resamples, cfg.seed,
+                       cfg.top, cfg.compare_k, known_scores=known)
+    if cfg.scores:
+        rep["scoring"]["reused_from"] = cfg.scores
+    paths = write_report(cfg.out, rep)
 
     tm = rep["test_measure"]
-    table = Table(title=f"{collection.root.name} / {args.split}: reranking cutoff sweep ({rep['queries']} queries)")
+    table = Table(title=f"{collection.root.name} / {cfg.split}: reranking cutoff sweep ({rep['queries']} queries)")
     for col in ["K", *rep["measures"], "ms/query", "p95 ms", f"Δ{tm}", "p (t)", "p (rand)", "W/L/T"]:
         table.add_column(col, justify="right")
     table.add_row("first stage", *(f"{rep['first_stage'][m]:.4f}" for m in rep["measures"]), *["-"] * 6)
@@ -71,6 +96,6 @@ def run(args) -> int:
                   f"{r.get('query', '')[:70]}")
     print(f"timing: {rep['timing']['queries']} queries per K; scoring {rep['scoring']['pairs']} pairs took "
           f"{rep['scoring']['seconds']:.1f}s ({rep['scoring']['pairs_per_s']:.1f} pairs/s)"
-          + (f"; {rep['scoring']['reused_pairs']} pairs reused from {args.scores}" if args.scores else ""))
+          + (f"; {rep['scoring']['reused_pairs']} pairs reused from {cfg.scores}" if cfg.scores else ""))
     print(f"report -> {paths['json']}, plot -> {paths['plot']}")
     return 0

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 
 def add_parser(sub):
-    from rerankforge.mining.options import add_retriever_args
+    from rerankforge.config import add_config_args
+    from rerankforge.retrieve.config import RetrieveConfig
 
     p = sub.add_parser("retrieve", help="first-stage retrieval (BM25, dense, hybrid) into a TREC run",
                        description="Index a BEIR collection and retrieve the top-K documents for the split's "
                                    "judged queries (all queries if the split has no qrels). Prints nDCG@10 and "
                                    "R@100 when qrels exist.")
-    p.add_argument("--collection", metavar="DIR", help="BEIR collection directory")
-    p.add_argument("--split", metavar="SPLIT", help="qrels split whose queries are searched")
-    p.add_argument("--out", metavar="RUN.trec", help="output TREC run")
-    p.add_argument("--config", metavar="YAML", help="YAML with retriever options (flags override it)")
-    add_retriever_args(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_config_args(p, RetrieveConfig, example="dense.index=hnsw")
     return p
 
 
@@ -23,18 +19,13 @@ def run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from rerankforge.config import config_from_args
     from rerankforge.data.trec import write_run
-    from rerankforge.errors import ConfigError
-    from rerankforge.mining.options import RetrieveConfig, load_config, overrides_from_args
-    from rerankforge.mining.pipeline import retrieve_collection
+    from rerankforge.pipelines.steps import retrieve
+    from rerankforge.retrieve.config import RetrieveConfig
 
-    plain = {"collection": "collection", "split": "split", "out": "out"}
-    cfg = load_config(RetrieveConfig, args.config, overrides_from_args(args, plain))
-    if not cfg.out:
-        raise ConfigError("no output given (--out RUN.trec)")
-    if not cfg.split:
-        raise ConfigError("no split given (--split SPLIT)")
-    result = retrieve_collection(cfg, progress=not args.no_progress)
+    cfg = config_from_args(RetrieveConfig, args)
+    result = retrieve(cfg)
     write_run(cfg.out, result.run, tag=f"rerankforge-{cfg.retriever}")
     t = result.timings
     table = Table(title=f"{cfg.retriever} retrieval: {cfg.collection} / {cfg.split}", show_header=False)

@@ -7,6 +7,8 @@ id -> row index map; everything else (runs, groups, retrievers) refers to docume
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Container, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -62,6 +64,21 @@ def _require_id(obj: dict, path, lineno: int) -> str:
     return str(value)
 
 
+def iter_corpus_documents(path: str | Path) -> Iterator[tuple[int, str, str, str]]:
+    """``(line, doc id, title, body)`` of every corpus line: the one corpus reader behind the
+    in-memory corpus, the streaming corpus and the pseudo-query generators. A missing or empty id
+    and a title or body that is not a string are errors naming the line."""
+    for lineno, obj in iter_jsonl(path):
+        doc_id = _require_id(obj, path, lineno)
+        fields = []
+        for key in ("title", "text"):
+            value = obj.get(key)
+            if value is not None and not isinstance(value, str):
+                raise DataFormatError(path, lineno, f'"{key}" must be a string')
+            fields.append(value or "")
+        yield lineno, doc_id, fields[0], fields[1]
+
+
 def load_corpus(path: str | Path) -> Corpus:
     """Read a BEIR corpus. Duplicate ids and missing ids are errors; documents whose title and
     text are both empty are skipped and counted (``Corpus.skipped_empty``) because they can
@@ -70,15 +87,11 @@ def load_corpus(path: str | Path) -> Corpus:
     texts: list[str] = []
     seen: dict[str, int] = {}
     skipped: set[str] = set()
-    for lineno, obj in iter_jsonl(path):
-        doc_id = _require_id(obj, path, lineno)
+    for lineno, doc_id, title, body in iter_corpus_documents(path):
         if doc_id in seen:
             raise DataFormatError(path, lineno, f"duplicate document id {doc_id!r} (first on line {seen[doc_id]})")
         seen[doc_id] = lineno
-        for key in ("title", "text"):
-            if obj.get(key) is not None and not isinstance(obj[key], str):
-                raise DataFormatError(path, lineno, f'"{key}" must be a string')
-        text = doc_text(obj.get("title"), obj.get("text"))
+        text = doc_text(title, body)
         if not text:
             skipped.add(doc_id)
             continue
@@ -109,15 +122,25 @@ def load_queries(path: str | Path) -> dict[str, str]:
 
 def load_qrels(
     path: str | Path,
-    queries: dict[str, str] | None = None,
-    corpus: Corpus | None = None,
+    queries: Container[str] | None = None,
+    corpus: Container[str] | None = None,
+    unknown_docs: str = "error",
 ) -> Qrels:
     """Read qrels: BEIR TSV (``query-id corpus-id score``, optional header) or TREC
-    (``qid iter docid rel``). Unknown query or document ids are errors when ``queries`` /
-    ``corpus`` are given; judgments of documents the corpus skipped as empty are dropped with a
-    warning (Cranfield judges two empty documents), since no system can retrieve them."""
+    (``qid iter docid rel``). Grades keep their value (an integer, or a float when fractional);
+    a grade that is not a finite number is an error naming the line.
+
+    Unknown query ids are errors when ``queries`` is given. For document ids the corpus lacks
+    (when ``corpus`` is given): judgments of documents the corpus skipped as empty are dropped
+    with a warning (Cranfield judges two empty documents: no system can retrieve them); other
+    unknown documents are an error with ``unknown_docs="error"``, or kept with a warning and a
+    count with ``"keep"`` -- official qrels of a partial corpus (e.g. a TREC DL passage subset)
+    must be evaluated as they are, since dropping judged documents changes nDCG's ideal ranking."""
+    if unknown_docs not in ("error", "keep"):
+        raise ValueError(f"unknown_docs must be 'error' or 'keep', got {unknown_docs!r}")
     qrels: Qrels = {}
-    dropped = 0
+    dropped = kept_unknown = 0
+    empty = getattr(corpus, "empty_ids", ())
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
@@ -130,21 +153,33 @@ def load_qrels(
             qid, _, did, rel = parts
         else:
             raise DataFormatError(path, lineno, f"expected 3 (BEIR) or 4 (TREC) fields, got {len(parts)}")
-        try:
-            grade = int(float(rel))
-        except ValueError:
-            raise DataFormatError(path, lineno, f"relevance {rel!r} is not a number") from None
+        grade = _grade(rel, path, lineno)
         if queries is not None and qid not in queries:
             raise DataFormatError(path, lineno, f"unknown query id {qid!r}")
         if corpus is not None and did not in corpus:
-            if did in corpus.empty_ids:
+            if did in empty:
                 dropped += 1
                 continue
-            raise DataFormatError(path, lineno, f"unknown document id {did!r}")
+            if unknown_docs == "error":
+                raise DataFormatError(path, lineno, f"unknown document id {did!r}")
+            kept_unknown += 1
         qrels.setdefault(qid, {})[did] = grade
     if dropped:
         log.warning("%s: dropped %d judgments of documents skipped as empty", path, dropped)
+    if kept_unknown:
+        log.warning("%s: %d judgments name documents the corpus does not have; they are kept (evaluation "
+                    "uses the qrels as they are: such documents count as never retrieved)", path, kept_unknown)
     return qrels
+
+
+def _grade(text: str, path, lineno: int) -> int | float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataFormatError(path, lineno, f"relevance {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DataFormatError(path, lineno, f"relevance {text!r} is not a finite number")
+    return int(value) if value.is_integer() else value
 
 
 def collection_file(root: Path, name: str) -> Path:
@@ -155,34 +190,93 @@ def collection_file(root: Path, name: str) -> Path:
     raise FileNotFoundError(f"{root}: no {name} or {name}.gz")
 
 
+def resolve_collection(root: str | Path) -> Path:
+    """A collection directory; ``bundled:NAME`` is a collection shipped with the package."""
+    text = str(root)
+    if text.startswith("bundled:"):
+        from rerankforge.resources import bundled_collection
+
+        return bundled_collection(text.split(":", 1)[1])
+    return Path(root)
+
+
 class Collection:
-    """A BEIR collection directory, loaded lazily (the corpus is read once, on first use)."""
+    """A BEIR collection directory: the one collection reader of every step.
+
+    Loaded lazily. ``corpus`` holds every text in memory; ``stream`` reads the corpus file in
+    batches and keeps only document ids (retrieval and mining over millions of passages). Qrels
+    are checked against whichever of the two is already open (the stream when neither is)."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = resolve_collection(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"collection directory {self.root} does not exist")
         self._qrels: dict[str, Qrels] = {}
+
+    def __repr__(self) -> str:
+        return f"Collection({str(self.root)!r})"
+
+    @classmethod
+    def of(cls, value: Collection | str | Path) -> Collection:
+        return value if isinstance(value, Collection) else cls(value)
 
     @cached_property
     def corpus(self) -> Corpus:
         return load_corpus(collection_file(self.root, "corpus.jsonl"))
 
     @cached_property
+    def stream(self):
+        from rerankforge.retrieve.corpus import CorpusStream
+
+        return CorpusStream(collection_file(self.root, "corpus.jsonl"))
+
+    @property
+    def documents(self):
+        """The corpus in the form already open: the in-memory corpus, else the stream."""
+        return self.__dict__.get("corpus") or self.stream
+
+    @cached_property
     def queries(self) -> dict[str, str]:
         return load_queries(collection_file(self.root, "queries.jsonl"))
 
+    def text(self, doc_id: str) -> str:
+        return self.corpus.text(doc_id)
+
     def splits(self) -> list[str]:
-        return sorted(p.name.split(".")[0] for p in (self.root / "qrels").glob("*.tsv*"))
+        return sorted({p.name.split(".")[0] for p in (self.root / "qrels").glob("*.tsv*")})
+
+    def qrels_path(self, split: str) -> Path | None:
+        for name in (f"{split}.tsv", f"{split}.tsv.gz"):
+            if (self.root / "qrels" / name).exists():
+                return self.root / "qrels" / name
+        return None
+
+    def has_split(self, split: str) -> bool:
+        return self.qrels_path(split) is not None
 
     def qrels(self, split: str) -> Qrels:
         if split not in self._qrels:
-            path = self.root / "qrels" / f"{split}.tsv"
-            if not path.exists():
-                raise FileNotFoundError(f"{path} not found; splits here: {', '.join(self.splits()) or 'none'}")
-            self._qrels[split] = load_qrels(path, self.queries, self.corpus)
+            path = self.qrels_path(split)
+            if path is None:
+                raise FileNotFoundError(f"{self.root / 'qrels' / (split + '.tsv')} not found; splits here: "
+                                        f"{', '.join(self.splits()) or 'none'}")
+            docs = self.documents
+            if not isinstance(docs, Corpus):
+                docs.require_ids()
+            self._qrels[split] = load_qrels(path, self.queries, _KnownDocs(docs), unknown_docs="keep")
         return self._qrels[split]
 
     def split_queries(self, split: str) -> dict[str, str]:
         """Queries that have judgments in ``split``, in qrels order."""
         return {qid: self.queries[qid] for qid in self.qrels(split)}
+
+
+class _KnownDocs:
+    """Membership and empty-document ids of an in-memory corpus or a stream, for ``load_qrels``."""
+
+    def __init__(self, docs):
+        self.docs = docs
+        self.empty_ids = docs.empty_ids
+
+    def __contains__(self, doc_id) -> bool:
+        return doc_id in self.docs

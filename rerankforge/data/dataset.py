@@ -67,7 +67,7 @@ class SamplingConfig:
 class GroupDataset(Dataset):
     def __init__(self, groups: Sequence[Group], sampling: SamplingConfig | None = None,
                  text_of: Callable[[str], str] | None = None):
-        self.groups = list(groups)
+        self.groups = groups  # any Sequence[Group]; a lazy Arrow view stays lazy
         self.sampling = sampling or SamplingConfig(group_size=None, shuffle_candidates=False)
         self.text_of = text_of
         self.epoch = 0

@@ -17,7 +17,7 @@ meaning: positives can sit anywhere.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,34 @@ def read_groups(path: str | Path) -> list[Group]:
                 c.text = interned.setdefault(c.doc_id, c.text)
         groups.append(group)
     return groups
+
+
+def open_groups(source: Any) -> Sequence[Group]:
+    """Training groups from what users have: a list of :class:`Group`, a groups JSONL file, a
+    directory saved by ``save_groups_dataset`` / ``datasets.Dataset.save_to_disk``, or a
+    ``datasets.Dataset`` in the group schema. Datasets stay memory-mapped Arrow (rows are decoded
+    one at a time), so an MS MARCO-sized set never sits in Python objects."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if path.is_dir():
+            from rerankforge.data.hf import GroupsView, load_groups_dataset
+
+            return GroupsView(load_groups_dataset(path))
+        if not path.exists():
+            raise FileNotFoundError(f"groups file {path} does not exist")
+        return read_groups(path)
+    if type(source).__name__ in ("Dataset", "IterableDataset") and hasattr(source, "column_names"):
+        from rerankforge.data.hf import GroupsView
+
+        return GroupsView(source)
+    if isinstance(source, Sequence) and all(isinstance(g, Group) for g in source[:1]):
+        return source
+    if isinstance(source, Iterable):
+        groups = list(source)
+        if all(isinstance(g, Group) for g in groups):
+            return groups
+    raise TypeError(f"cannot read training groups from {type(source).__name__}: give a list of Group, a groups "
+                    f"JSONL path, a saved dataset directory or a datasets.Dataset")
 
 
 def write_groups(path: str | Path, groups: Iterable[Group]) -> int:

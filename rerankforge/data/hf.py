@@ -204,6 +204,10 @@ class GroupsView(Sequence):
     def __len__(self) -> int:
         return self._dataset.num_rows
 
+    def head(self, n: int) -> GroupsView:
+        """The first ``n`` groups, still lazy (``dataset.select``; no rows are decoded)."""
+        return GroupsView(self._dataset.select(range(min(n, len(self)))), self._source)
+
     def __getitem__(self, index):
         n = len(self)
         if isinstance(index, slice):

@@ -1,6 +1,5 @@
-"""Evaluation with ir-measures and reranking of first-stage runs."""
+"""Evaluation: ir-measures metrics, paired significance tests, the reranking cutoff sweep."""
 
 from rerankforge.eval.metrics import DEFAULT_MEASURES, evaluate, per_query
-from rerankforge.eval.rerank import RerankStats, rerank
 
-__all__ = ["DEFAULT_MEASURES", "RerankStats", "evaluate", "per_query", "rerank"]
+__all__ = ["DEFAULT_MEASURES", "evaluate", "per_query"]

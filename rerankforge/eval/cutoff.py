@@ -23,7 +23,7 @@ from rerankforge.data.beir import Collection
 from rerankforge.data.trec import Run, truncate
 from rerankforge.errors import ConfigError
 from rerankforge.eval.metrics import evaluate, per_query
-from rerankforge.eval.rerank import rerank
+from rerankforge.rerank.run import rerank
 from rerankforge.eval.significance import compare, wins_losses
 from rerankforge.models.base import Reranker
 

@@ -1,146 +1,137 @@
-"""Typed settings of each label job (YAML keys = these field names = the CLI flags with ``_``)
-and the factory that turns them into a ``Labeler``."""
+"""Typed settings of each label job (YAML keys = these field names; flags declared on the fields)
+and the registry of label jobs (``LABEL_JOBS``): ``rerankforge label KIND`` for every registered
+kind, each turning its config into a :class:`~rerankforge.labels.job.Labeler`."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from rerankforge.config import option
+from rerankforge.data.labels import parse_gain_map
 from rerankforge.errors import ConfigError
+from rerankforge.registry import Registry
 from rerankforge.labels.api import UMBRELA_PROMPT
 from rerankforge.labels.llm_local import LISTWISE_PROMPT, POINTWISE_PROMPT
 
 
+def comma_ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers, got {text!r}") from None
+
+
 @dataclass
 class LabelJobConfig:
-    #: input groups JSONL (mined)
-    groups: Optional[str] = None
-    #: output groups JSONL (written atomically when the job completes)
-    out: Optional[str] = None
-    #: BEIR collection for candidates stored without text (and for graded qrels)
-    collection: Optional[str] = None
+    groups: Optional[str] = option(None, flag="--groups", help="input groups JSONL")
+    out: Optional[str] = option(None, flag="--out", help="output groups JSONL (written atomically at the end)")
+    collection: Optional[str] = option(None, flag="--collection",
+                                       help="BEIR collection for candidates stored without text")
     #: queries per batch: the unit of progress that is saved (resume granularity)
-    batch_queries: int = 16
-    #: ignore saved progress and start over
-    restart: bool = False
-    progress: bool = True
+    batch_queries: int = option(16, flag="--batch-queries", help="queries per batch; progress is saved after each")
+    restart: bool = option(False, flag="--restart", help="discard saved progress and start over")
+    progress: bool = option(True, flag="--no-progress", help="no progress bar")
+
+    def validate(self) -> None:
+        for key in ("groups", "out"):
+            if not getattr(self, key):
+                raise ConfigError(f"--{key} is required (flag or YAML key {key!r})")
+        if self.batch_queries < 1:
+            raise ConfigError(f"batch_queries must be >= 1, got {self.batch_queries}")
 
 
 @dataclass
 class GradedConfig(LabelJobConfig):
-    #: qrels file (BEIR TSV or TREC); or give collection + split
-    qrels: Optional[str] = None
-    split: Optional[str] = None
+    qrels: Optional[str] = option(None, flag="--qrels", help="qrels file (BEIR TSV or TREC); or --collection + --split")
+    split: Optional[str] = option(None, flag="--split", help="qrels split of --collection")
     #: qrels grade -> label, e.g. {1: 1.0, 2: 3.0}; unmapped grades pass through
-    gain: dict[int, float] = field(default_factory=dict)
-    #: "zero": unjudged candidates get label 0; "none": they are left unlabelled
-    unjudged: str = "zero"
+    gain: dict[int, float] = option(factory=dict, flag="--gain", parse=parse_gain_map,
+                                    help="grade:gain map, e.g. '1:1,2:3' (unmapped grades pass through)")
+    unjudged: str = option("zero", flag="--unjudged", choices=("zero", "none"),
+                           help="label of candidates without a judgment: 0 or none (unlabelled)")
 
 
 @dataclass
 class TeacherConfig(LabelJobConfig):
-    #: exported rerankforge model directory (any type load_reranker knows)
-    model: Optional[str] = None
-    batch_size: int = 64
-    bf16: bool = True
-    #: override the model's max_length (null: the exported one)
-    max_length: Optional[int] = None
+    model: Optional[str] = option(None, flag="--model", help="exported model directory")
+    batch_size: int = option(64, flag="--batch-size", help="pairs per forward pass")
+    bf16: bool = option(True, flag="--no-bf16", help="score in float32")
+    max_length: Optional[int] = option(None, flag="--max-length", help="override the model's max length")
 
 
 @dataclass
 class LLMConfig(LabelJobConfig):
-    #: local Hugging Face causal LM directory
-    model: Optional[str] = None
-    #: "pointwise" (P(yes)) or "listwise" (sliding-window permutations)
-    mode: str = "pointwise"
-    bf16: bool = True
-    device: str = "auto"
+    model: Optional[str] = option(None, flag="--model", help="local Hugging Face causal LM directory")
+    mode: str = option("pointwise", flag="--mode", choices=("pointwise", "listwise"))
+    bf16: bool = option(True, flag="--no-bf16", help="float32")
+    device: str = option("auto", flag="--device", help="auto, cpu, cuda, cuda:1 ...")
     #: wrap prompts in the tokenizer's chat template
-    chat_template: bool = False
-    #: prompts / generations per forward pass
-    batch_size: int = 8
+    chat_template: bool = option(False, flag="--chat-template", help="wrap prompts in the chat template")
+    batch_size: int = option(8, flag="--batch-size", help="prompts / generations per forward pass")
     # pointwise
-    prompt: str = POINTWISE_PROMPT
+    prompt: str = option(POINTWISE_PROMPT, flag="--prompt", help="pointwise prompt with {query} and {document}")
     yes: str = "yes"
     no: str = "no"
-    #: candidate field that receives P(yes): "teacher" or "label"
-    field: str = "teacher"
+    field: str = option("teacher", flag="--field", choices=("teacher", "label"), help="field receiving P(yes)")
     max_doc_tokens: Optional[int] = 256
     # listwise
-    listwise_prompt: str = LISTWISE_PROMPT
-    window: int = 20
-    step: int = 10
+    listwise_prompt: str = option(LISTWISE_PROMPT, flag="--listwise-prompt",
+                                  help="listwise prompt with {query}, {passages} and {num}")
+    window: int = option(20, flag="--window", help="listwise window size")
+    step: int = option(10, flag="--step", help="listwise window step")
     max_passage_tokens: Optional[int] = 128
     max_new_tokens: Optional[int] = None
-    #: rank -> teacher score: "neg_rank" (-rank) or "reciprocal" (1/rank)
-    rank_score: str = "neg_rank"
-    #: optional increasing rank cutoffs -> graded label, e.g. [1, 3, 10]
-    rank_grades: Optional[list[int]] = None
+    rank_score: str = option("neg_rank", flag="--rank-score", choices=("neg_rank", "reciprocal"),
+                             help="teacher target from the final rank (neg_rank: -rank)")
+    rank_grades: Optional[list[int]] = option(None, flag="--rank-grades", parse=comma_ints,
+                                              help="rank cutoffs for graded labels, e.g. 1,3,10 -> grades 3,2,1,0")
 
 
 @dataclass
 class APIConfig(LabelJobConfig):
-    #: OpenAI-compatible base URL (…/v1); default $OPENAI_BASE_URL
-    base_url: Optional[str] = None
-    #: model name sent to the endpoint; default $OPENAI_MODEL
-    model: Optional[str] = None
+    base_url: Optional[str] = option(None, flag="--base-url", help="e.g. http://localhost:8000/v1 ($OPENAI_BASE_URL)")
+    model: Optional[str] = option(None, flag="--model", help="model name at the endpoint ($OPENAI_MODEL)")
     #: environment variable holding the API key (keys do not belong in config files)
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str = option("OPENAI_API_KEY", flag="--api-key-env", help="env variable with the key")
     prompt: str = UMBRELA_PROMPT
-    field: str = "label"
-    concurrency: int = 8
-    timeout: float = 60.0
-    max_retries: int = 5
+    field: str = option("label", flag="--field", choices=("teacher", "label"), help="field receiving the grade")
+    concurrency: int = option(8, flag="--concurrency", help="requests in flight")
+    timeout: float = option(60.0, flag="--timeout", help="seconds per request")
+    max_retries: int = option(5, flag="--max-retries", help="retries per request")
     backoff_base: float = 1.0
     backoff_max: float = 30.0
     temperature: float = 0.0
     max_tokens: int = 64
     seed: Optional[int] = None
     max_passage_chars: Optional[int] = 4000
-    #: SQLite cache of answered requests (default: <out>.cache.sqlite)
-    cache: Optional[str] = None
+    cache: Optional[str] = option(None, flag="--cache", help="SQLite cache of answers (default OUT.cache.sqlite)")
 
 
-SCHEMAS: dict[str, type] = {"graded": GradedConfig, "teacher": TeacherConfig, "llm": LLMConfig, "llm-api": APIConfig}
+class LabelJob:
+    """A kind of label job: its settings (``config``) and how they become a Labeler."""
+
+    config: type[LabelJobConfig] = LabelJobConfig
+    help: str = ""
+    name: str = ""
+
+    @staticmethod
+    def build(cfg, collection):
+        raise NotImplementedError
 
 
-def load_label_config(kind: str, path: str | None, values: dict[str, Any]) -> Any:
-    """Schema defaults <- YAML ``path`` <- ``values`` (flags the user gave)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    if kind not in SCHEMAS:
-        raise ConfigError(f"unknown label job {kind!r}; available: {', '.join(SCHEMAS)}")
-    try:
-        merged = OmegaConf.structured(SCHEMAS[kind])
-        if path is not None:
-            if not Path(path).exists():
-                raise FileNotFoundError(f"config file {path} not found")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        merged = OmegaConf.merge(merged, OmegaConf.create(values))
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}{str(err).splitlines()[0]}" + (f" (key: {key})" if key else "")) from None
-    for key in ("groups", "out"):
-        if not getattr(cfg, key):
-            raise ConfigError(f"label {kind}: --{key} is required (flag or YAML key {key!r})")
-    return cfg
+LABEL_JOBS: Registry[LabelJob] = Registry("label job", LabelJob)
 
 
-def build_labeler(kind: str, cfg: Any):
-    """The labeler for ``kind`` and the ``text_of`` lookup (None without a collection)."""
-    collection = None
-    if cfg.collection:
-        from rerankforge.data.beir import Collection
+@LABEL_JOBS.register("graded")
+class GradedJob(LabelJob):
+    config = GradedConfig
+    help = "labels from qrels through a gain map"
 
-        collection = Collection(cfg.collection)
-    text_of = collection.corpus.text if collection is not None else None
-
-    if kind == "graded":
+    @staticmethod
+    def build(cfg, collection):
         from rerankforge.labels.graded import GradedLabeler
 
         if cfg.qrels:
@@ -151,30 +142,48 @@ def build_labeler(kind: str, cfg: Any):
             qrels, source = collection.qrels(cfg.split), f"{cfg.collection}:{cfg.split}"
         else:
             raise ConfigError("label graded needs --qrels FILE or --collection DIR --split NAME")
-        return GradedLabeler(qrels, cfg.gain, cfg.unjudged, source), text_of
+        return GradedLabeler(qrels, cfg.gain, cfg.unjudged, source)
 
-    if kind == "teacher":
+
+@LABEL_JOBS.register("teacher")
+class TeacherJob(LabelJob):
+    config = TeacherConfig
+    help = "teacher scores from any exported rerankforge model"
+
+    @staticmethod
+    def build(cfg, collection):
         from rerankforge.labels.teacher import TeacherLabeler
 
         if not cfg.model:
             raise ConfigError("label teacher needs --model (an exported rerankforge model directory)")
-        return TeacherLabeler(cfg.model, cfg.batch_size, cfg.bf16, cfg.max_length), text_of
+        return TeacherLabeler(cfg.model, cfg.batch_size, cfg.bf16, cfg.max_length)
 
-    if kind == "llm":
+
+@LABEL_JOBS.register("llm")
+class LLMJob(LabelJob):
+    config = LLMConfig
+    help = "local causal LM: pointwise P(yes) or listwise sliding-window permutations"
+
+    @staticmethod
+    def build(cfg, collection):
         from rerankforge.labels.llm_local import ListwiseLLMLabeler, LocalLM, PointwiseLLMLabeler
 
         if not cfg.model:
             raise ConfigError("label llm needs --model (a local Hugging Face causal LM directory)")
-        if cfg.mode not in ("pointwise", "listwise"):
-            raise ConfigError(f"label llm: mode must be 'pointwise' or 'listwise', got {cfg.mode!r}")
         lm = LocalLM(cfg.model, cfg.bf16, cfg.device, cfg.chat_template)
         if cfg.mode == "pointwise":
-            return PointwiseLLMLabeler(lm, cfg.prompt, cfg.yes, cfg.no, cfg.field, cfg.batch_size,
-                                       cfg.max_doc_tokens), text_of
+            return PointwiseLLMLabeler(lm, cfg.prompt, cfg.yes, cfg.no, cfg.field, cfg.batch_size, cfg.max_doc_tokens)
         return ListwiseLLMLabeler(lm, cfg.listwise_prompt, cfg.window, cfg.step, cfg.max_passage_tokens,
-                                  cfg.max_new_tokens, cfg.batch_size, cfg.rank_score, cfg.rank_grades), text_of
+                                  cfg.max_new_tokens, cfg.batch_size, cfg.rank_score, cfg.rank_grades)
 
-    if kind == "llm-api":
+
+@LABEL_JOBS.register("llm-api")
+class APIJob(LabelJob):
+    config = APIConfig
+    help = "graded 0-3 judgments from an OpenAI-compatible endpoint (UMBRELA prompt)"
+
+    @staticmethod
+    def build(cfg, collection):
         from rerankforge.labels.api import APILabeler, ChatClient, JudgmentCache
 
         base_url = cfg.base_url or os.environ.get("OPENAI_BASE_URL")
@@ -187,6 +196,15 @@ def build_labeler(kind: str, cfg: Any):
                             cfg.timeout, cfg.max_retries, cfg.backoff_base, cfg.backoff_max, cfg.temperature,
                             cfg.max_tokens, cfg.seed)
         cache = JudgmentCache(cfg.cache or str(Path(cfg.out).with_name(Path(cfg.out).name + ".cache.sqlite")))
-        return APILabeler(client, cache, cfg.prompt, cfg.concurrency, cfg.field, cfg.max_passage_chars), text_of
+        return APILabeler(client, cache, cfg.prompt, cfg.concurrency, cfg.field, cfg.max_passage_chars)
 
-    raise ConfigError(f"unknown label job {kind!r}")
+
+def build_labeler(kind: str, cfg: Any):
+    """The labeler for ``kind`` and the ``text_of`` lookup (None without a collection)."""
+    collection = None
+    if cfg.collection:
+        from rerankforge.data.beir import Collection
+
+        collection = Collection(cfg.collection)
+    labeler = LABEL_JOBS.get(kind).build(cfg, collection)
+    return labeler, (collection.corpus.text if collection is not None else None)

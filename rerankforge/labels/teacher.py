@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from rerankforge.data.groups import Group
 from rerankforge.labels.job import Labeler, QueryLabels, dir_stamp
 from rerankforge.models.base import Reranker, load_reranker
+
+
+@dataclass
+class TeacherScoring:
+    """How a teacher scores mined groups (the ``teacher`` label job's batching and precision)."""
+
+    batch_size: int = 64
+    bf16: bool = True
+    #: queries per batch: the unit of progress saved (resume granularity)
+    batch_queries: int = 32
 
 
 class TeacherLabeler(Labeler):

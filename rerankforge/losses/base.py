@@ -7,7 +7,6 @@ Every loss maps ``(scores[B, G], targets[B, G], mask[B, G], weights[B, G] | None
 
 from __future__ import annotations
 
-import inspect
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -17,21 +16,7 @@ import torch
 from torch import nn
 
 from rerankforge.errors import ConfigError
-
-LOSSES: dict[str, type[RankingLoss]] = {}
-
-NEG_INF = -1e4  # finite stand-in for -inf in bf16/fp32 softmaxes over padded slots
-
-
-def register_loss(name: str):
-    def wrap(cls):
-        if name in LOSSES:
-            raise ValueError(f"loss {name!r} registered twice")
-        cls.name = name
-        LOSSES[name] = cls
-        return cls
-
-    return wrap
+from rerankforge.registry import Registry
 
 
 class RankingLoss(nn.Module):
@@ -43,14 +28,14 @@ class RankingLoss(nn.Module):
         raise NotImplementedError
 
 
+LOSSES: Registry[RankingLoss] = Registry("loss", RankingLoss)
+register_loss = LOSSES.register
+
+
 def check_temperature(value: float, name: str = "temperature") -> float:
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value}")
     return float(value)
-
-
-def masked_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return scores.masked_fill(~mask, NEG_INF)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,8 +155,9 @@ class WeightedSum(RankingLoss):
         counts: dict[str, int] = {}
         self.part_names = []
         for loss in self.terms:
-            counts[loss.name] = counts.get(loss.name, 0) + 1
-            self.part_names.append(loss.name if counts[loss.name] == 1 else f"{loss.name}#{counts[loss.name]}")
+            name = loss.name or type(loss).__name__
+            counts[name] = counts.get(name, 0) + 1
+            self.part_names.append(name if counts[name] == 1 else f"{name}#{counts[name]}")
         self._warned: set[str] = set()
 
         fields = {loss.target for loss in self.terms}
@@ -207,20 +193,21 @@ class WeightedSum(RankingLoss):
         return total, parts
 
 
-def _accepted_params(cls: type) -> list[str]:
-    sig = inspect.signature(cls.__init__)
-    return [p for p in sig.parameters if p != "self"]
-
-
 def build_loss(spec: Any) -> WeightedSum:
-    """Build from a name, ``{"name": ..., "weight": ..., **params}`` or a list of either.
+    """Build from a loss object, a name (registered or ``module:Class``), a mapping
+    ``{"name": ..., "weight": ..., **params}`` or a list of any of these.
 
     Params may also be nested under ``params``. Unknown names or params raise ``ConfigError``
     listing what is accepted."""
+    if isinstance(spec, WeightedSum):
+        return spec
     # OmegaConf hands over DictConfig/ListConfig, which are Mapping/Sequence but not dict/list.
-    specs = [spec] if isinstance(spec, (str, Mapping)) else list(spec)
+    specs = [spec] if isinstance(spec, (str, Mapping, RankingLoss)) else list(spec)
     terms = []
     for item in specs:
+        if isinstance(item, RankingLoss):
+            terms.append((1.0, item))
+            continue
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, Mapping) or "name" not in item:
@@ -228,23 +215,13 @@ def build_loss(spec: Any) -> WeightedSum:
         params = {k: v for k, v in item.items() if k not in ("name", "weight", "params")}
         params.update(item.get("params") or {})
         name = item["name"]
-        if name not in LOSSES:
-            raise ConfigError(f"unknown loss {name!r}; available: {', '.join(sorted(LOSSES))}")
-        cls = LOSSES[name]
-        unknown = sorted(set(params) - set(_accepted_params(cls)))
-        if unknown:
-            raise ConfigError(f"loss {name!r}: unknown parameter(s) {', '.join(unknown)}; "
-                              f"accepted: {', '.join(_accepted_params(cls)) or 'none'}")
         try:
             weight = float(item.get("weight", 1.0))
         except (TypeError, ValueError):
             raise ConfigError(f"loss {name!r}: weight must be a number, got {item.get('weight')!r}") from None
         if not math.isfinite(weight):
             raise ConfigError(f"loss {name!r}: weight must be finite, got {weight}")
-        try:
-            terms.append((weight, cls(**params)))
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"loss {name!r}: {err}") from None
+        terms.append((weight, LOSSES.build(name, **params)))
     if not terms:
         raise ConfigError("no loss configured")
     return WeightedSum(terms)

@@ -6,7 +6,7 @@ candidate is counted once, under the first rule that removed it):
 
 1. ``judged_positive`` -- a judged positive is never a negative;
 2. ``not_in_corpus`` -- the run names a document the corpus does not have;
-3. ``duplicate_of_positive`` -- same normalised text as a positive (:func:`~rerankforge.mining.corpus.text_key`);
+3. ``duplicate_of_positive`` -- same normalised text as a positive (:func:`~rerankforge.retrieve.corpus.text_key`);
 4. ``margin_abs`` -- first-stage score > ``ref - margin_abs`` (NV-Retriever "TopK-MarginPos");
 5. ``margin_rel`` -- first-stage score > ``ref - (1 - margin_rel) * |ref|``, i.e. above
    ``margin_rel`` x the positive's score for positive scores (NV-Retriever "TopK-PercPos",
@@ -35,15 +35,16 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from rerankforge.data.beir import Corpus
 from rerankforge.data.groups import Candidate, Group
 from rerankforge.data.trec import Run
+from rerankforge.config import option
 from rerankforge.errors import ConfigError
-from rerankforge.mining.corpus import CorpusLike, CorpusStream, fetch_texts, text_key
+from rerankforge.retrieve.corpus import CorpusLike, CorpusStream, fetch_texts, text_key
 
 STRATEGIES = ("top", "uniform", "stratified")
 RULES = ("judged_positive", "not_in_corpus", "duplicate_of_positive", "margin_abs", "margin_rel",
@@ -54,22 +55,28 @@ RULES = ("judged_positive", "not_in_corpus", "duplicate_of_positive", "margin_ab
 class NegativePolicy:
     """How negatives are drawn and filtered (see the module docstring for the exact rules)."""
 
-    negatives: int = 15
-    rank_min: int = 1
-    rank_max: int = 100
-    seed: int = 0
-    strategy: str = "uniform"
-    strata: int = 5
-    margin_abs: float | None = None
-    margin_rel: float | None = None
-    margin_ref: str = "min"
-    dedup: bool = True
-    rescore_model: str | None = None
-    rescore_max_score: float | None = None
-    rescore_margin: float | None = None
-    rescore_batch_size: int = 64
+    negatives: int = option(15, flag="--negatives", help="negatives per query")
+    rank_min: int = option(1, flag="--rank-min", help="first rank negatives may come from")
+    rank_max: int = option(100, flag="--rank-max", help="last rank negatives may come from")
+    seed: int = option(0, flag="--seed", help="sampling seed")
+    strategy: str = option("uniform", flag="--strategy", choices=STRATEGIES, help="sampling in the rank window")
+    strata: int = option(5, flag="--strata", help="rank strata for --strategy stratified")
+    margin_abs: Optional[float] = option(None, flag="--margin-abs",
+                                         help="drop negatives scoring above (positive score - MARGIN)")
+    margin_rel: Optional[float] = option(None, flag="--margin-rel",
+                                         help="drop negatives scoring above REL x positive score (e.g. 0.95)")
+    margin_ref: str = option("min", flag="--margin-ref", choices=("min", "max"),
+                             help="which positive's score the margins use")
+    dedup: bool = option(True, flag="--no-dedup", help="keep negatives whose normalised text equals a positive's")
+    rescore_model: Optional[str] = option(None, flag="--rescore-model",
+                                          help="cross-encoder checkpoint to rescore candidates")
+    rescore_max_score: Optional[float] = option(None, flag="--rescore-max-score",
+                                                help="drop negatives the cross-encoder scores above this")
+    rescore_margin: Optional[float] = option(None, flag="--rescore-margin",
+                                             help="drop negatives within MARGIN of the positives' CE score")
+    rescore_batch_size: int = option(64, flag="--rescore-batch-size", help="cross-encoder batch size")
     rescore_bf16: bool = True
-    min_negatives: int = 1
+    min_negatives: int = option(1, flag="--min-negatives", help="skip queries with fewer negatives")
 
     def validate(self) -> NegativePolicy:
         if self.negatives < 0:

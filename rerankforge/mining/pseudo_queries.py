@@ -23,9 +23,8 @@ import random
 import re
 from pathlib import Path
 
-from rerankforge.data.beir import collection_file
-from rerankforge.errors import ConfigError, DataFormatError
-from rerankforge.utils.io import iter_jsonl
+from rerankforge.data.beir import collection_file, iter_corpus_documents, resolve_collection
+from rerankforge.errors import ConfigError
 
 PREFIX = "title:"
 SENTENCE_PREFIX = "sent:"
@@ -34,18 +33,10 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 
 def _documents(path: Path, exclude: set[str] | frozenset[str]):
-    """(doc id, title, body) of every corpus document with an id outside ``exclude``; a title or
-    body that is not a string is an error naming its line."""
-    for lineno, obj in iter_jsonl(path):
-        fields = []
-        for key in ("title", "text"):
-            value = obj.get(key)
-            if value is not None and not isinstance(value, str):
-                raise DataFormatError(path, lineno, f'"{key}" must be a string')
-            fields.append(value or "")
-        doc_id = str(obj.get("_id", ""))
-        if doc_id and doc_id not in exclude:
-            yield doc_id, fields[0], fields[1]
+    """(doc id, title, body) of every corpus document with an id outside ``exclude``."""
+    for _, doc_id, title, body in iter_corpus_documents(path):
+        if doc_id not in exclude:
+            yield doc_id, title, body
 
 
 def title_queries(collection_root: str | Path, n: int, seed: int = 0, min_words: int = 4,
@@ -55,7 +46,7 @@ def title_queries(collection_root: str | Path, n: int, seed: int = 0, min_words:
     at least ``min_words`` words (documents in ``exclude`` are skipped)."""
     if n < 0:
         raise ConfigError(f"number of pseudo-queries must be >= 0, got {n}")
-    path = collection_file(Path(collection_root), "corpus.jsonl")
+    path = collection_file(resolve_collection(collection_root), "corpus.jsonl")
     titles: list[tuple[str, str]] = []
     for doc_id, title, body in _documents(path, exclude):
         words = title.split()
@@ -85,7 +76,7 @@ def sentence_queries(collection_root: str | Path, n: int, seed: int = 0, min_wor
         raise ConfigError(f"number of pseudo-queries must be >= 0, got {n}")
     if not 0 < min_words <= max_words:
         raise ConfigError(f"sentence length bounds must satisfy 0 < min_words <= max_words, got {min_words}, {max_words}")
-    path = collection_file(Path(collection_root), "corpus.jsonl")
+    path = collection_file(resolve_collection(collection_root), "corpus.jsonl")
     sentences: list[tuple[str, str]] = []
     for doc_id, _, body in _documents(path, exclude):
         for i, sentence in enumerate(split_sentences(body)):

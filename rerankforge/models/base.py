@@ -9,7 +9,9 @@ Saved models carry ``rerankforge.json`` naming their type so ``load_reranker`` c
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,18 +19,9 @@ import torch
 from torch import nn
 
 from rerankforge.errors import ConfigError
+from rerankforge.registry import Registry
 
-MODELS: dict[str, type[Reranker]] = {}
 META_FILE = "rerankforge.json"
-
-
-def register_model(name: str):
-    def wrap(cls):
-        cls.model_type = name
-        MODELS[name] = cls
-        return cls
-
-    return wrap
 
 
 def default_base_model() -> str:
@@ -39,9 +32,35 @@ def default_base_model() -> str:
 
 
 def resolve_model_path(name: str | None) -> str:
+    """A local model directory, "default" (the bundled MiniLM-L6), or a Hugging Face hub id.
+
+    A name that is neither an existing directory nor shaped like a hub id (``org/name``, whose
+    first part is not a local directory) is a missing local model: say so, rather than letting
+    the hub client complain about repo ids."""
     if name in (None, "", "default", "minilm-l6", "all-MiniLM-L6-v2"):
         return default_base_model()
-    return str(name)
+    text = str(name)
+    path = Path(text)
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"model path {text} is a file; expected a model directory")
+        return text
+    if not _HUB_ID.match(text) or Path(text.split("/")[0]).is_dir():
+        raise FileNotFoundError(f"model directory {text} does not exist")
+    return text
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_model_type(path: str | Path, expected: str) -> None:
+    """A directory exported by rerankforge as another model type cannot load as ``expected``."""
+    meta_path = Path(path, META_FILE)
+    if meta_path.exists():
+        found = json.loads(meta_path.read_text()).get("model_type", expected)
+        if found != expected:
+            raise ConfigError(f"{path} holds a {found} model, not a {expected}; load it with "
+                              f"rerankforge.load_reranker({str(path)!r})")
 
 
 def scatter_scores(flat: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -113,7 +132,38 @@ class Reranker(nn.Module):
         self.train(was_training)
         return out
 
-    # --- calibration hook (rerankforge.eval.calibration; `rerankforge calibrate`) ----------------
+    def predict(self, pairs: Sequence[Sequence[str]], batch_size: int = 64, bf16: bool = True,
+                progress: bool = False) -> np.ndarray:
+        """Scores of ``[(query, document), ...]`` (one ``(query, document)`` pair gives one score),
+        as sentence-transformers' ``CrossEncoder.predict``: higher is more relevant."""
+        if len(pairs) == 2 and all(isinstance(x, str) for x in pairs):
+            pairs = [tuple(pairs)]
+        bad = next((p for p in pairs if len(p) != 2 or not all(isinstance(x, str) for x in p)), None)
+        if bad is not None:
+            raise TypeError(f"predict takes (query, document) pairs of strings, got {bad!r}")
+        return self.score_pairs([q for q, _ in pairs], [d for _, d in pairs], batch_size=batch_size, bf16=bf16,
+                                progress=progress)
+
+    def rank(self, query: str, documents: Sequence[str] | Mapping[str, str], top_k: int | None = None,
+             return_documents: bool = False, batch_size: int = 64, bf16: bool = True,
+             progress: bool = False) -> list[dict[str, Any]]:
+        """``documents`` sorted by score: ``[{"corpus_id", "score", "text"?}, ...]``, best first.
+        ``corpus_id`` is the position in ``documents``, or the key when ``documents`` is a mapping
+        of document id to text. Ties keep the input order."""
+        ids = list(documents) if isinstance(documents, Mapping) else list(range(len(documents)))
+        texts = [documents[i] for i in ids]
+        scores = self.score_pairs([query] * len(texts), texts, batch_size=batch_size, bf16=bf16, progress=progress)
+        order = np.argsort(-scores, kind="stable")[: top_k if top_k is not None else None]
+        return [{"corpus_id": ids[i], "score": float(scores[i]), **({"text": texts[i]} if return_documents else {})}
+                for i in order]
+
+    def restore_calibration(self, path: str | Path) -> None:
+        """Re-install the calibration an exported directory records (see ``set_calibration``)."""
+        meta_path = Path(path, META_FILE)
+        if meta_path.exists():
+            self.set_calibration(json.loads(meta_path.read_text()).get("calibration"))
+
+    # --- calibration hook (rerankforge.calibration; `rerankforge calibrate`) ----------------------
     def set_calibration(self, calibration: dict[str, Any] | None) -> None:
         """Make ``score_pairs`` return ``a·s + b``, so ``sigmoid(score)`` is a calibrated probability.
 
@@ -125,6 +175,10 @@ class Reranker(nn.Module):
         self.__dict__.pop("score_pairs", None)
         if calibration and not calibration.get("folded_into_head"):
             self.__dict__["score_pairs"] = _CalibratedScorePairs(self)
+
+
+MODELS: Registry[Reranker] = Registry("model type", Reranker, name_attr="model_type")
+register_model = MODELS.register
 
 
 class _CalibratedScorePairs:
@@ -142,12 +196,14 @@ class _CalibratedScorePairs:
 
 def load_reranker(path: str | Path, **kwargs) -> Reranker:
     """Load any exported rerankforge model; a plain HF sequence-classification dir loads as a cross-encoder."""
-    path = Path(path)
+    path = Path(resolve_model_path(str(path)))
     meta_path = path / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     model_type = meta.get("model_type", "cross_encoder")
-    if model_type not in MODELS:
-        raise ConfigError(f"{path}: unknown model type {model_type!r}; available: {', '.join(sorted(MODELS))}")
-    model = MODELS[model_type].from_pretrained(path, **kwargs)
+    try:
+        cls = MODELS.get(model_type)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    model = cls.from_pretrained(path, **kwargs)
     model.set_calibration(meta.get("calibration"))
     return model

@@ -40,7 +40,8 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from rerankforge.errors import ConfigError
-from rerankforge.models.base import META_FILE, Reranker, register_model, resolve_model_path, scatter_scores
+from rerankforge.models.base import (META_FILE, Reranker, check_model_type, register_model, resolve_model_path,
+                                     scatter_scores)
 from rerankforge.models.peft_utils import is_peft, load_backbone, save_backbone, unwrap_peft
 from rerankforge.models.tokens import leading_special_ids, vocab_token_id
 
@@ -169,10 +170,24 @@ class InBatchScores(NamedTuple):
 
 @register_model("colbert")
 class ColBERT(Reranker):
+    """``ColBERT("default")`` (MiniLM-L6 + a fresh projection), any HF encoder, or an exported
+    rerankforge ColBERT (its trained projection); options are ``ColBERTConfig`` fields
+    (``dim``, ``query_length``, ``max_length``, ...) and ``AutoModel.from_pretrained`` kwargs.
+    Or ``ColBERT(encoder, tokenizer, projection, config)`` from parts."""
+
     head_prefixes = ("projection",)
 
-    def __init__(self, model: nn.Module, tokenizer, projection: nn.Linear, config: ColBERTConfig):
+    def __init__(self, model: str | Path | nn.Module = "default", tokenizer=None, projection: nn.Linear | None = None,
+                 config: ColBERTConfig | None = None, **options):
         super().__init__()
+        if isinstance(model, (str, Path)):
+            path = resolve_model_path(str(model))
+            check_model_type(path, "colbert")
+            saved = Path(path, META_FILE).exists()
+            model, tokenizer, projection, config = (_saved_parts if saved else _fresh_parts)(path, **options)
+            self.restore_calibration(path)
+        elif tokenizer is None or projection is None or config is None or options:
+            raise TypeError("ColBERT(encoder, tokenizer, projection, config) needs all four parts (or give a path)")
         self.model = model
         self.tokenizer = tokenizer
         self.projection = projection
@@ -214,30 +229,9 @@ class ColBERT(Reranker):
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def from_base(cls, name_or_path: str | None = None, max_length: int = 180, dim: int = 128,
-                  query_length: int = 32, query_marker: str | None = None, doc_marker: str | None = None,
-                  query_augmentation: bool = True, attend_to_mask_tokens: bool = False,
-                  mask_punctuation: bool = True, **kwargs) -> ColBERT:
-        """A fresh ColBERT on any HF encoder; ``kwargs`` go to ``AutoModel.from_pretrained``."""
-        path = resolve_model_path(name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, **kwargs)
-        defaults = (("[unused0]", "[unused1]") if vocab_token_id(tokenizer, "[unused0]") is not None
-                    and vocab_token_id(tokenizer, "[unused1]") is not None else ("[Q]", "[D]"))
-        query_marker = query_marker or defaults[0]
-        doc_marker = doc_marker or defaults[1]
-        missing = [t for t in (query_marker, doc_marker) if vocab_token_id(tokenizer, t) is None]
-        if missing:
-            tokenizer.add_tokens(missing, special_tokens=True)
-            model.resize_token_embeddings(len(tokenizer))
-        config = ColBERTConfig(dim=dim, query_length=query_length, max_length=max_length,
-                               query_marker=query_marker, doc_marker=doc_marker,
-                               query_augmentation=query_augmentation, attend_to_mask_tokens=attend_to_mask_tokens,
-                               mask_punctuation=mask_punctuation, added_markers=bool(missing))
-        hidden = getattr(model.config, "hidden_size", None) or model.config.d_model
-        dtype = next(model.parameters()).dtype
-        projection = nn.Linear(hidden, dim, bias=False, dtype=dtype)
-        return cls(model, tokenizer, projection, config)
+    def from_base(cls, name_or_path: str | None = None, max_length: int = 180, **options) -> ColBERT:
+        """A ColBERT on any HF encoder (a fresh projection), or a saved ColBERT to train further."""
+        return cls(name_or_path or "default", max_length=max_length, **options)
 
     def save_pretrained(self, path: str | Path, merge_lora: bool = True) -> None:
         """Encoder (merged with its LoRA adapter unless ``merge_lora=False``), tokenizer, projection."""
@@ -255,24 +249,7 @@ class ColBERT(Reranker):
     def from_pretrained(cls, path: str | Path, is_trainable: bool = False, **kwargs) -> ColBERT:
         """Reload a saved ColBERT; ``max_length``/``query_length`` may be overridden (None keeps the
         saved value), other ``kwargs`` go to ``AutoModel.from_pretrained``."""
-        path = Path(path)
-        meta = json.loads((path / META_FILE).read_text())
-        known = {f.name for f in fields(ColBERTConfig)}
-        config = ColBERTConfig(**{k: v for k, v in meta.items() if k in known})
-        for key in ("max_length", "query_length"):
-            value = kwargs.pop(key, None)
-            if value is not None:
-                setattr(config, key, int(value))
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = load_backbone(AutoModel, path, meta, is_trainable=is_trainable, **kwargs)
-        weight = load_file(str(path / PROJECTION_FILE))["weight"]
-        if weight.shape[0] != config.dim:
-            raise ConfigError(f"{path / PROJECTION_FILE}: projection has {weight.shape[0]} outputs, "
-                              f"{META_FILE} says dim={config.dim}")
-        projection = nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=weight.dtype)
-        with torch.no_grad():
-            projection.weight.copy_(weight)
-        return cls(model, tokenizer, projection, config)
+        return cls(str(path), is_trainable=is_trainable, **kwargs)
 
     # ----------------------------------------------------------------- tokenization
     def _insert_marker(self, ids: torch.Tensor, att: torch.Tensor, marker: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -413,3 +390,54 @@ class ColBERT(Reranker):
                 out[pair_ids] = maxsim_paired(q_vecs[rows], q_mask[rows], d[local], feats["mask"][local]).cpu().numpy()
         self.train(was_training)
         return out
+
+
+def _fresh_parts(path: str, max_length: int = 180, dim: int = 128, query_length: int = 32,
+                 query_marker: str | None = None, doc_marker: str | None = None, query_augmentation: bool = True,
+                 attend_to_mask_tokens: bool = False, mask_punctuation: bool = True, is_trainable: bool = False,
+                 **kwargs):
+    """Encoder, tokenizer, a fresh projection and the config of a new ColBERT on ``path``."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path, **kwargs)
+    defaults = (("[unused0]", "[unused1]") if vocab_token_id(tokenizer, "[unused0]") is not None
+                and vocab_token_id(tokenizer, "[unused1]") is not None else ("[Q]", "[D]"))
+    query_marker = query_marker or defaults[0]
+    doc_marker = doc_marker or defaults[1]
+    missing = [t for t in (query_marker, doc_marker) if vocab_token_id(tokenizer, t) is None]
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
+        model.resize_token_embeddings(len(tokenizer))
+    config = ColBERTConfig(dim=dim, query_length=query_length, max_length=max_length,
+                           query_marker=query_marker, doc_marker=doc_marker,
+                           query_augmentation=query_augmentation, attend_to_mask_tokens=attend_to_mask_tokens,
+                           mask_punctuation=mask_punctuation, added_markers=bool(missing))
+    hidden = getattr(model.config, "hidden_size", None) or model.config.d_model
+    dtype = next(model.parameters()).dtype
+    projection = nn.Linear(hidden, dim, bias=False, dtype=dtype)
+    return model, tokenizer, projection, config
+
+
+def _saved_parts(path: str, is_trainable: bool = False, **kwargs):
+    """The parts of an exported ColBERT; ``max_length``/``query_length`` override the saved
+    values (None keeps them), other ``kwargs`` go to ``AutoModel.from_pretrained``."""
+    path = Path(path)
+    meta = json.loads((path / META_FILE).read_text())
+    known = {f.name for f in fields(ColBERTConfig)}
+    config = ColBERTConfig(**{k: v for k, v in meta.items() if k in known})
+    for key in ("max_length", "query_length"):
+        value = kwargs.pop(key, None)
+        if value is not None:
+            setattr(config, key, int(value))
+    for key in known & set(kwargs):  # fixed by the saved model (dim, markers, ...): a fresh value would not fit
+        if kwargs[key] is not None and kwargs.pop(key) != getattr(config, key):
+            raise ConfigError(f"{path}: {key} is fixed by the saved ColBERT ({getattr(config, key)!r})")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = load_backbone(AutoModel, path, meta, is_trainable=is_trainable, **kwargs)
+    weight = load_file(str(path / PROJECTION_FILE))["weight"]
+    if weight.shape[0] != config.dim:
+        raise ConfigError(f"{path / PROJECTION_FILE}: projection has {weight.shape[0]} outputs, "
+                          f"{META_FILE} says dim={config.dim}")
+    projection = nn.Linear(weight.shape[1], weight.shape[0], bias=False, dtype=weight.dtype)
+    with torch.no_grad():
+        projection.weight.copy_(weight)
+    return model, tokenizer, projection, config

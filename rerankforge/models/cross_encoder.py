@@ -14,36 +14,47 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rerankforge.models.pair_tokens import PairEncoder
-from rerankforge.models.base import Reranker, register_model, resolve_model_path, scatter_scores
+from rerankforge.models.base import Reranker, check_model_type, register_model, resolve_model_path, scatter_scores
 from rerankforge.models.precision import float32_head
 
 
 @register_model("cross_encoder")
 class CrossEncoder(Reranker):
+    """``CrossEncoder("default")`` (the bundled MiniLM-L6 with a new head), any HF checkpoint or
+    an exported rerankforge cross-encoder; or ``CrossEncoder(hf_model, tokenizer)``.
+
+    ``max_length`` defaults to the one the checkpoint was exported with, else the tokenizer's
+    (at most 512). Other keyword arguments go to ``AutoModelForSequenceClassification.from_pretrained``."""
+
     head_prefixes = ("classifier", "score")
 
-    def __init__(self, model, tokenizer, max_length: int = 256):
+    def __init__(self, model: str | Path | Any = "default", tokenizer=None, max_length: int | None = None,
+                 **hf_kwargs):
         super().__init__()
+        saved = None
+        if isinstance(model, (str, Path)):
+            path = resolve_model_path(str(model))
+            check_model_type(path, "cross_encoder")
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **hf_kwargs)
+            if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
+                model.config.pad_token_id = tokenizer.pad_token_id
+            saved = int(getattr(model.config, "rerankforge_max_length", 0)) or min(tokenizer.model_max_length, 512)
+            self.restore_calibration(path)
+        elif tokenizer is None:
+            raise TypeError("CrossEncoder(model, tokenizer): a model object needs its tokenizer")
         self.model = model
         self.tokenizer = tokenizer
-        self.max_length = max_length
+        self.max_length = int(max_length or saved or 256)
         float32_head(model, self.head_prefixes)
 
     @classmethod
     def from_base(cls, name_or_path: str | None = None, max_length: int = 256, **kwargs) -> CrossEncoder:
-        path = resolve_model_path(name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
-        if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
-            model.config.pad_token_id = tokenizer.pad_token_id
-        return cls(model, tokenizer, max_length)
+        return cls(name_or_path or "default", max_length=max_length, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path, max_length: int | None = None, **kwargs) -> CrossEncoder:
-        enc = cls.from_base(str(path), max_length=256, **kwargs)
-        enc.max_length = max_length or int(getattr(enc.model.config, "rerankforge_max_length", 0)) or min(
-            enc.tokenizer.model_max_length, 512)
-        return enc
+        return cls(str(path), max_length=max_length, **kwargs)
 
     def tokenize(self, queries: list[str], docs: list[list[str]]) -> dict[str, Any]:
         q_flat = [q for q, ds in zip(queries, docs) for _ in ds]

@@ -31,7 +31,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rerankforge.errors import ConfigError
-from rerankforge.models.base import META_FILE, Reranker, register_model, resolve_model_path, scatter_scores
+from rerankforge.models.base import (META_FILE, Reranker, check_model_type, register_model, resolve_model_path,
+                                     scatter_scores)
 from rerankforge.models.peft_utils import load_backbone, save_backbone, unwrap_peft
 from rerankforge.models.tokens import leading_special_ids, single_token_id
 
@@ -42,9 +43,31 @@ SCORE_MODES = ("yes_logit", "log_odds")
 
 @register_model("decoder")
 class DecoderReranker(Reranker):
-    def __init__(self, model, tokenizer, max_length: int = 512, template: str = DEFAULT_TEMPLATE,
-                 yes_token: str = " yes", no_token: str = " no", score: str = "yes_logit"):
+    """A causal LM as a pointwise yes/no reranker: ``DecoderReranker("path/to/lm")`` or an exported
+    rerankforge decoder; or ``DecoderReranker(hf_model, tokenizer, ...)``."""
+
+    def __init__(self, model, tokenizer=None, max_length: int | None = None, template: str = DEFAULT_TEMPLATE,
+                 yes_token: str = " yes", no_token: str = " no", score: str = "yes_logit", **hf_kwargs):
         super().__init__()
+        saved_ids = None
+        if isinstance(model, (str, Path)):
+            path = model_path = resolve_model_path(str(model))
+            check_model_type(path, "decoder")
+            meta_path = Path(path, META_FILE)
+            if meta_path.exists():
+                meta = json.loads(meta_path.read_text())
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+                model = load_backbone(AutoModelForCausalLM, Path(path), meta, **hf_kwargs)
+                template, yes_token, no_token, score = meta["template"], meta["yes_token"], meta["no_token"], meta["score"]
+                max_length = max_length or meta["max_length"]
+                saved_ids = (meta["yes_id"], meta["no_id"])
+            else:
+                hf_kwargs.pop("is_trainable", None)
+                tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+                model = AutoModelForCausalLM.from_pretrained(path, **hf_kwargs)
+        elif tokenizer is None:
+            raise TypeError("DecoderReranker(model, tokenizer): a model object needs its tokenizer")
+        max_length = max_length or 512
         if "{document}" not in template or "{query}" not in template:
             raise ConfigError(f"decoder template must contain {{query}} and {{document}}: {template!r}")
         if score not in SCORE_MODES:
@@ -56,6 +79,9 @@ class DecoderReranker(Reranker):
         self.yes_token, self.no_token, self.score_mode = yes_token, no_token, score
         self.yes_id = single_token_id(tokenizer, yes_token, "decoder yes_token")
         self.no_id = single_token_id(tokenizer, no_token, "decoder no_token")
+        if saved_ids is not None and (self.yes_id, self.no_id) != tuple(saved_ids):
+            raise ConfigError(f"{model_path}/{META_FILE}: answer token ids {saved_ids[0]}/{saved_ids[1]} do not match "
+                              f"the saved tokenizer's {self.yes_id}/{self.no_id}")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
             raise ConfigError(f"{type(tokenizer).__name__} has neither a pad nor an eos token to pad with")
@@ -70,10 +96,7 @@ class DecoderReranker(Reranker):
                   yes_token: str = " yes", no_token: str = " no", score: str = "yes_logit",
                   **kwargs) -> DecoderReranker:
         """Any HF causal LM; ``kwargs`` go to ``AutoModelForCausalLM.from_pretrained`` (dtype, attn_implementation)."""
-        path = resolve_model_path(name_or_path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        return cls(model, tokenizer, max_length, template, yes_token, no_token, score)
+        return cls(name_or_path or "default", None, max_length, template, yes_token, no_token, score, **kwargs)
 
     def meta(self) -> dict[str, Any]:
         return super().meta() | {"max_length": self.max_length, "template": self.template,
@@ -92,16 +115,7 @@ class DecoderReranker(Reranker):
     @classmethod
     def from_pretrained(cls, path: str | Path, max_length: int | None = None, is_trainable: bool = False,
                         **kwargs) -> DecoderReranker:
-        path = Path(path)
-        meta = json.loads((path / META_FILE).read_text())
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = load_backbone(AutoModelForCausalLM, path, meta, is_trainable=is_trainable, **kwargs)
-        out = cls(model, tokenizer, max_length or meta["max_length"], meta["template"], meta["yes_token"],
-                  meta["no_token"], meta["score"])
-        if (out.yes_id, out.no_id) != (meta["yes_id"], meta["no_id"]):
-            raise ConfigError(f"{path / META_FILE}: answer token ids {meta['yes_id']}/{meta['no_id']} do not match "
-                              f"the saved tokenizer's {out.yes_id}/{out.no_id}")
-        return out
+        return cls(str(path), max_length=max_length, is_trainable=is_trainable, **kwargs)
 
     # ----------------------------------------------------------------- tokenization
     def prompt_ids(self, queries: list[str], docs: list[str]) -> list[list[int]]:

@@ -1,6 +1,6 @@
-"""Accelerate training loop, typed configs and checkpointing."""
+"""Training: typed configs, the Accelerate loop (``Trainer``), checkpoints, time budgets."""
 
-from rerankforge.train.config import TrainConfig, load_config
-from rerankforge.train.loop import train
+from rerankforge.train.config import DataConfig, EvalConfig, ModelConfig, OptimConfig, TrainConfig
+from rerankforge.train.trainer import Trainer, train
 
-__all__ = ["TrainConfig", "load_config", "train"]
+__all__ = ["DataConfig", "EvalConfig", "ModelConfig", "OptimConfig", "TrainConfig", "Trainer", "train"]

@@ -1,20 +1,20 @@
-"""Typed training configuration: OmegaConf structured dataclasses, YAML files, dotted overrides.
+"""Typed training configuration (loaded by ``rerankforge.config.load_config``).
 
-    cfg = load_config("configs/scifact_listwise.yaml", ["optim.lr=2e-5", "model.max_length=192"])
+    cfg = load_config(TrainConfig, "configs/scifact_listwise.yaml", ["optim.lr=2e-5"])
 
-Unknown keys and wrongly typed values are errors that name the key.
+A recipe may declare its data pipeline under ``data.mine`` (a :class:`MineConfig`): the groups are
+mined before training and cached by a fingerprint of the inputs and options, so a recipe runs
+from a fresh clone with ``rerankforge train --config FILE`` alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
-from rerankforge.errors import ConfigError
+from rerankforge.config import to_yaml  # noqa: F401  (re-exported for callers)
+from rerankforge.labels.teacher import TeacherScoring
+from rerankforge.mining.config import MineConfig
 
 
 @dataclass
@@ -31,12 +31,25 @@ class ModelConfig:
     #: attention-probability dropout while training (null: the checkpoint's, 0.1 for BERT). 0 keeps
     #: PyTorch's fused attention kernel on CPU: ~1.6x faster training steps for MiniLM-L6 there
     attention_dropout: Optional[float] = None
+    #: a training config whose exported model is name_or_path: trained first when that is missing
+    recipe: Optional[str] = None
 
 
 @dataclass
 class DataConfig:
-    #: groups JSONL written by `rerankforge mine` / `label` / `clicks groups` (required to train)
+    #: groups written by `rerankforge mine` / `label` / `clicks groups`: a JSONL file or a saved
+    #: Hugging Face dataset directory (or declare `mine` instead)
     train_groups: Optional[str] = None
+    #: mine the training groups first (cached by a fingerprint of inputs and options)
+    mine: Optional[MineConfig] = None
+    #: where mined groups are cached (null: $RERANKFORGE_CACHE/groups or ~/.cache/rerankforge/groups)
+    cache_dir: Optional[str] = None
+    #: a teacher model directory: its scores are added to every candidate before training (the
+    #: resumable ``teacher`` label job; reused while the groups and the teacher are unchanged)
+    teacher: Optional[str] = None
+    #: a training config that exports ``teacher``: trained first when the teacher is missing
+    teacher_recipe: Optional[str] = None
+    teacher_scoring: TeacherScoring = field(default_factory=TeacherScoring)
     #: BEIR collection used to look up texts for candidates stored without text
     collection: Optional[str] = None
     #: candidates per group drawn each epoch from the mined pool (null: all)
@@ -78,6 +91,8 @@ class EvalConfig:
     depth: int = 100
     measures: list[str] = field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100", "AP@100"])
     batch_size: int = 64
+    #: evaluate on the first N judged queries only (quick runs)
+    max_queries: Optional[int] = None
 
 
 @dataclass
@@ -106,29 +121,3 @@ class TrainConfig:
     #: write ranks/rank-N.json with the query ids each process trained on and a parameter
     #: checksum (to audit data sharding and replica agreement in multi-process runs)
     record_ranks: bool = False
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                schema: type = TrainConfig) -> Any:
-    """Merge ``schema`` defaults, a YAML file and ``key=value`` overrides into a typed object."""
-    try:
-        merged = OmegaConf.structured(schema)
-        if path is not None:
-            if not Path(path).exists():
-                raise FileNotFoundError(f"config file {path} not found")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        where = f"{path}: " if path else ""
-        raise ConfigError(f"{where}{err}".splitlines()[0] + _key_hint(err)) from None
-
-
-def _key_hint(err: OmegaConfBaseException) -> str:
-    key = getattr(err, "full_key", None)
-    return f" (key: {key})" if key else ""
-
-
-def to_yaml(cfg: Any) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

@@ -14,17 +14,6 @@ from typing import Any, Iterator
 from rerankforge.errors import DataFormatError
 
 
-def open_text(path: str | os.PathLike, mode: str = "r"):
-    """Open a text file, gunzipping ``*.gz``; reading is strict UTF-8 so bad bytes raise."""
-    path = Path(path)
-    if "r" in mode:
-        raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-        return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline=None)
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding="utf-8")
-    return open(path, mode, encoding="utf-8")
-
-
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """Yield ``(line_number, line)`` (1-based, newline stripped); invalid UTF-8 names the line.
 

@@ -21,9 +21,8 @@ from typing import Union
 
 import numpy as np
 
-from rerankforge.data.beir import Corpus, doc_text
+from rerankforge.data.beir import Corpus, doc_text, iter_corpus_documents
 from rerankforge.errors import DataFormatError
-from rerankforge.utils.io import iter_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +128,8 @@ class CorpusStream:
         return self.ids
 
     def _records(self) -> Iterator[tuple[int, str, str]]:
-        path = self.path
-        for lineno, obj in iter_jsonl(path):
-            if "_id" not in obj:
-                raise DataFormatError(path, lineno, 'missing "_id"')
-            value = obj["_id"]
-            if not isinstance(value, (str, int)) or str(value) == "":
-                raise DataFormatError(path, lineno, f'"_id" must be a non-empty string, got {value!r}')
-            for key in ("title", "text"):
-                if obj.get(key) is not None and not isinstance(obj[key], str):
-                    raise DataFormatError(path, lineno, f'"{key}" must be a string')
-            yield lineno, str(value), doc_text(obj.get("title"), obj.get("text"))
+        for lineno, doc_id, title, body in iter_corpus_documents(self.path):
+            yield lineno, doc_id, doc_text(title, body)
 
     def batches(self, size: int) -> Iterator[tuple[list[str], list[str]]]:
         """Yield ``(ids, texts)`` batches; a complete pass also validates ids and records ``ids``."""

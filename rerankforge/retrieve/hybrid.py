@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 
 from rerankforge.data.trec import Run
 from rerankforge.errors import ConfigError
-from rerankforge.mining.base import Retriever, build_retriever, register_retriever
-from rerankforge.mining.corpus import CorpusLike
-from rerankforge.mining.fusion import FUSIONS, fuse
+from rerankforge.retrieve.base import Retriever, build_retriever, register_retriever
+from rerankforge.retrieve.corpus import CorpusLike
+from rerankforge.retrieve.fusion import FUSIONS, fuse
 
 
 @register_retriever("hybrid")

@@ -25,7 +25,7 @@ from scipy.special import expit
 from rerankforge.data.beir import Collection
 from rerankforge.data.trec import Run, read_run, truncate
 from rerankforge.errors import ConfigError
-from rerankforge.eval.calibration import (METHODS, calibration_metrics, compose, fit_calibration, fold_into_head,
+from rerankforge.calibration.fit import (METHODS, calibration_metrics, compose, fit_calibration, fold_into_head,
                                           labelled_pairs, reliability_diagram, score_pairs_of)
 from rerankforge.models.base import load_reranker
 from rerankforge.utils.io import atomic_save_pretrained, write_json
@@ -38,7 +38,7 @@ def _first_stage(collection: Collection, splits: list[str], run: str | Path | Ru
         return truncate(run, depth)
     if run:
         return truncate(read_run(run, collection.queries, collection.corpus), depth)
-    from rerankforge.mining import build_retriever
+    from rerankforge.retrieve import build_retriever
 
     bm25 = build_retriever("bm25")
     bm25.index(collection.corpus)

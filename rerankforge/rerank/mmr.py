@@ -24,7 +24,7 @@ from scipy import sparse
 
 from rerankforge.data.trec import Run
 from rerankforge.errors import ConfigError
-from rerankforge.eval.fusion import normalize
+from rerankforge.retrieve.fusion import normalize_scores as normalize
 
 _TOKEN = re.compile(r"\w+")
 

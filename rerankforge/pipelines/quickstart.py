@@ -6,12 +6,12 @@ queries held out from training, never on the test queries; the pure reranker is 
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from rerankforge.config import option
 from rerankforge.train.config import TrainConfig
 
 
@@ -30,6 +30,8 @@ def _quickstart_train() -> TrainConfig:
 class QuickstartConfig:
     #: BEIR collection directory; null uses the SciFact copy bundled with the package
     collection: Optional[str] = None
+    #: output directory (report.json, runs, model)
+    output_dir: str = option("runs/quickstart", flag="--out", help="output directory (report.json, runs, model)")
     train_split: str = "train"
     test_split: str = "test"
     #: BM25 depth mined for negatives
@@ -45,73 +47,63 @@ class QuickstartConfig:
     train: TrainConfig = field(default_factory=_quickstart_train)
 
 
-def run_quickstart(out: str | Path, cfg: QuickstartConfig | None = None) -> dict[str, Any]:
+def run_quickstart(cfg: QuickstartConfig | None = None, out: str | Path | None = None) -> dict[str, Any]:
+    """The whole pipeline; every figure is measured in the run. Returns (and writes) the report."""
+    from rerankforge.config import to_yaml
     from rerankforge.data.beir import Collection
-    from rerankforge.data.groups import write_groups
     from rerankforge.data.trec import write_run
-    from rerankforge.eval import evaluate, rerank
-    from rerankforge.eval.fusion import choose_alpha, fuse
-    from rerankforge.mining import build_retriever
-    from rerankforge.mining.negatives import NegativePolicy, mine_groups
+    from rerankforge.eval import evaluate
+    from rerankforge.mining.config import MineConfig
+    from rerankforge.mining.negatives import NegativePolicy
     from rerankforge.models import load_reranker
-    from rerankforge.resources import bundled_collection
+    from rerankforge.pipelines import steps
+    from rerankforge.rerank import rerank
+    from rerankforge.rerank.fusion import choose_alpha, fuse_with_first_stage as fuse
     from rerankforge.train import train
-    from rerankforge.train.config import to_yaml
     from rerankforge.utils.io import atomic_write, write_json
     from rerankforge.utils.table import metrics_table
 
     cfg = cfg or QuickstartConfig()
-    out = Path(out)
+    out = Path(out or cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "quickstart_config.yaml") as fh:
         fh.write(to_yaml(cfg))
-    t0 = time.perf_counter()
+    t0 = t = time.perf_counter()
     timings: dict[str, float] = {}
 
-    def lap(name: str, since: float) -> float:
-        timings[name] = round(time.perf_counter() - since, 2)
+    def lap(name: str) -> None:
+        nonlocal t
+        timings[name] = round(time.perf_counter() - t, 2)
         print(f"[{timings[name]:7.1f}s] {name}")
-        return time.perf_counter()
+        t = time.perf_counter()
 
-    collection = Collection(cfg.collection or bundled_collection("scifact"))
-    t = time.perf_counter()
-    bm25 = build_retriever("bm25")
-    bm25.index(collection.corpus)
-    train_queries = collection.split_queries(cfg.train_split)
-    test_queries = collection.split_queries(cfg.test_split)
-    train_run = bm25.search(train_queries, cfg.mine_depth)
-    test_run = bm25.search(test_queries, max(cfg.rerank_depth, 100))
-    write_run(out / "bm25_train.trec", train_run, tag="bm25")
-    write_run(out / "bm25_test.trec", test_run, tag="bm25")
-    t = lap(f"BM25: indexed {len(collection.corpus)} docs, retrieved {len(train_queries)}+{len(test_queries)} queries", t)
-
-    qids = sorted(train_queries)
-    random.Random(cfg.seed).shuffle(qids)
-    holdout = set(qids[: cfg.holdout_queries])
-    fit_queries = {q: s for q, s in train_queries.items() if q not in holdout}
-    groups_path = out / "groups.jsonl"
-    n_groups = write_groups(groups_path, mine_groups(
-        fit_queries, collection.qrels(cfg.train_split), train_run, collection.corpus,
-        NegativePolicy(negatives=cfg.negatives, rank_min=1, rank_max=cfg.mine_depth, seed=cfg.seed)))
-    t = lap(f"mined {n_groups} groups ({cfg.negatives} BM25 negatives each) -> {groups_path}", t)
+    collection = Collection(cfg.collection or "bundled:scifact")
+    mined = steps.mine(MineConfig(
+        collection=str(collection.root), split=cfg.train_split, depth=cfg.mine_depth, out=str(out / "groups.jsonl"),
+        holdout_queries=cfg.holdout_queries, progress=False,
+        policy=NegativePolicy(negatives=cfg.negatives, rank_min=1, rank_max=cfg.mine_depth, seed=cfg.seed)),
+        collection)
+    holdout = mined.report["source"].get("holdout_queries", [])
+    lap(f"BM25 index + mined {mined.groups_written} groups ({cfg.negatives} BM25 negatives each) -> {mined.path}")
 
     tcfg = cfg.train
     tcfg.output_dir = str(out / "train")
-    tcfg.data.train_groups = str(groups_path)
+    tcfg.data.train_groups = str(mined.path)
     model_dir = train(tcfg)
-    t = lap(f"trained -> {model_dir}", t)
+    lap(f"trained -> {model_dir}")
 
     model = load_reranker(model_dir)
     qrels_train = collection.qrels(cfg.train_split)
-    held_first = {q: train_run[q][: cfg.rerank_depth] for q in holdout if q in train_run}
+    held_first = steps.first_stage(collection, {q: collection.queries[q] for q in holdout}, "bm25", cfg.rerank_depth)
     held_reranked, _ = rerank(model, collection.queries, collection.corpus, held_first, cfg.rerank_depth)
     held_qrels = {q: qrels_train[q] for q in held_first}
     alpha, curve = choose_alpha(held_first, held_reranked,
                                 lambda r: evaluate(held_qrels, r, ["nDCG@10"])["nDCG@10"], norm=cfg.fusion_norm)
-    t = lap(f"chose fusion alpha={alpha} on {len(held_first)} held-out training queries", t)
+    lap(f"chose fusion alpha={alpha} on {len(held_first)} held-out training queries")
 
     qrels_test = collection.qrels(cfg.test_split)
-    first = {q: docs for q, docs in test_run.items()}
+    first = steps.first_stage(collection, cfg.test_split, "bm25", max(cfg.rerank_depth, 100))
+    write_run(out / "bm25_test.trec", first, tag="bm25")
     reranked, stats = rerank(model, collection.queries, collection.corpus, first, cfg.rerank_depth, progress=True)
     # Documents below the rerank depth keep their BM25 order underneath the reranked head.
     tail = {q: [(d, s - 1e6) for d, s in docs[cfg.rerank_depth:]] for q, docs in first.items()}
@@ -120,7 +112,7 @@ def run_quickstart(out: str | Path, cfg: QuickstartConfig | None = None) -> dict
     fused_full = {q: fused.get(q, []) + tail[q] for q in first}
     write_run(out / "reranked_test.trec", reranked_full, tag="rerankforge")
     write_run(out / "fused_test.trec", fused_full, tag="rerankforge-fused")
-    t = lap(f"reranked test top-{cfg.rerank_depth}: {stats.pairs} pairs, {stats.pairs_per_s:.1f} pairs/s", t)
+    lap(f"reranked test top-{cfg.rerank_depth}: {stats.pairs} pairs, {stats.pairs_per_s:.1f} pairs/s")
 
     pure = evaluate(qrels_test, reranked_full, cfg.measures)
     fused_metrics = evaluate(qrels_test, fused_full, cfg.measures)
@@ -130,8 +122,8 @@ def run_quickstart(out: str | Path, cfg: QuickstartConfig | None = None) -> dict
         # training queries (α = 0 is the pure reranker). Both parts are reported beside it.
         "reranked": fused_metrics,
         "pure_reranker": pure,
-        "fusion": {"alpha": alpha, "norm": cfg.fusion_norm, "chosen_on": f"{len(held_first)} held-out {cfg.train_split} queries",
-                   "curve": curve},
+        "fusion": {"alpha": alpha, "norm": cfg.fusion_norm,
+                   "chosen_on": f"{len(held_first)} held-out {cfg.train_split} queries", "curve": curve},
         "collection": str(collection.root),
         "split": cfg.test_split,
         "rerank_depth": cfg.rerank_depth,

@@ -2,18 +2,17 @@ import argparse
 
 import pytest
 
+from rerankforge.config import add_config_args, flag_values, load_config
 from rerankforge.errors import ConfigError
-from rerankforge.mining.bm25 import BM25Retriever
-from rerankforge.mining.hybrid import HybridRetriever
-from rerankforge.mining.options import (MineConfig, RetrieveConfig, add_policy_args, add_retriever_args,
-                                        build_retriever_from_config, load_config, overrides_from_args)
+from rerankforge.mining.config import MineConfig
+from rerankforge.retrieve.bm25 import BM25Retriever
+from rerankforge.retrieve.config import RetrieveConfig, build_retriever_from_config
+from rerankforge.retrieve.hybrid import HybridRetriever
 
 
-def parse(argv):
+def parse(argv, schema=MineConfig):
     p = argparse.ArgumentParser()
-    p.add_argument("--config")
-    add_policy_args(p)
-    add_retriever_args(p)
+    add_config_args(p, schema)
     return p.parse_args(argv)
 
 
@@ -22,7 +21,7 @@ def test_yaml_then_flags(tmp_path):
     y.write_text("retriever: hybrid\nhybrid: {fusion: score, norm: zscore, weights: [0.3, 0.7]}\n"
                  "policy: {negatives: 7, margin_rel: 0.9, strategy: top}\nbm25: {stemmer: null}\n")
     args = parse(["--negatives", "3", "--stopwords", "none", "--rrf-k", "10", "--no-dedup", "--weights", "1", "2"])
-    cfg = load_config(MineConfig, str(y), overrides_from_args(args))
+    cfg = load_config(MineConfig, str(y), args.overrides, flag_values(args))
     assert cfg.policy.negatives == 3 and cfg.policy.margin_rel == 0.9 and cfg.policy.strategy == "top"
     assert cfg.policy.dedup is False
     assert cfg.bm25.stemmer is None and cfg.bm25.stopwords is None
@@ -33,7 +32,7 @@ def test_yaml_then_flags(tmp_path):
 
 
 def test_defaults_without_yaml():
-    cfg = load_config(RetrieveConfig, None, overrides_from_args(parse([])))
+    cfg = load_config(RetrieveConfig, None, ["collection=c", "split=s", "out=o"], flag_values(parse([], RetrieveConfig)))
     assert cfg.retriever == "bm25" and cfg.bm25.k1 == 1.5 and cfg.dense.index == "flat"
     r = build_retriever_from_config(cfg)
     assert isinstance(r, BM25Retriever) and (r.k1, r.b, r.method) == (1.5, 0.75, "lucene")
@@ -46,10 +45,10 @@ def test_bad_yaml_names_file_and_key(tmp_path, text, needle):
     y = tmp_path / "m.yaml"
     y.write_text(text)
     with pytest.raises(ConfigError) as err:
-        load_config(MineConfig, str(y), {})
+        load_config(MineConfig, str(y))
     assert needle in str(err.value) and "m.yaml" in str(err.value)
 
 
 def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError):
-        load_config(MineConfig, str(tmp_path / "nope.yaml"), {})
+        load_config(MineConfig, str(tmp_path / "nope.yaml"))

@@ -256,21 +256,6 @@ def compose(outer: Calibration, inner: Mapping[str, Any] | None) -> tuple[float,
     return outer.a * a1, outer.a * b1 + outer.b
 
 
-# --- thresholds ------------------------------------------------------------------------------
-
-def apply_threshold(run: Run, p: float) -> Run:
-    """Drop candidates whose ``sigmoid(score)`` is below ``p`` (meaningful on calibrated logits).
-    Queries left without candidates are dropped from the run."""
-    if not 0.0 <= p <= 1.0:
-        raise ConfigError(f"probability threshold must be in [0, 1], got {p}")
-    out: Run = {}
-    for qid, docs in run.items():
-        kept = [(d, s) for d, s in docs if expit(s) >= p]
-        if kept:
-            out[qid] = kept
-    return out
-
-
 # --- reliability diagram ---------------------------------------------------------------------
 
 def reliability_diagram(path: str | Path, curves: Mapping[str, tuple[Any, Any]], n_bins: int = 15,

@@ -70,31 +70,28 @@ class ClicksExperimentConfig:
     train: dict[str, Any] = field(default_factory=dict)
     eval: ExperimentEvalConfig = field(default_factory=ExperimentEvalConfig)
 
+    def validate(self) -> None:
+        for arm in self.arms:
+            if arm not in ("naive", "ipw"):
+                raise ConfigError(f"arms: unknown label method {arm!r} (naive, ipw)")
+        _train_config(self, "arm", "groups.jsonl")  # fail on a bad train section before hours of work
 
-def load_experiment_config(path: str | Path | None, overrides: list[str] | None = None) -> ClicksExperimentConfig:
-    from rerankforge.train.config import load_config
 
-    cfg = load_config(path, overrides, schema=ClicksExperimentConfig)
-    cfg.simulation.validate()
-    cfg.labels.validate()
-    for arm in cfg.arms:
-        if arm not in ("naive", "ipw"):
-            raise ConfigError(f"arms: unknown label method {arm!r} (naive, ipw)")
-    _train_config(cfg, "arm", "groups.jsonl")  # fail on a bad train section before hours of work
-    return cfg
+def load_experiment_config(path: str | Path | None, overrides: list[str] | None = None,
+                           values: dict | None = None) -> ClicksExperimentConfig:
+    from rerankforge.config import load_config
+
+    return load_config(ClicksExperimentConfig, path, overrides or (), values)
 
 
 def _train_config(cfg: ClicksExperimentConfig, arm: str, groups: str):
     from rerankforge.train.config import TrainConfig
 
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.create(cfg.train), {
-            "output_dir": str(Path(cfg.output_dir) / arm),
-            "data": {"train_groups": groups, "collection": cfg.collection},
-        })
-        return OmegaConf.to_object(merged)
-    except Exception as err:  # OmegaConf raises several types; all mean a bad train section
-        raise ConfigError(f"train section: {str(err).splitlines()[0]}") from None
+    from rerankforge.config import config_from_dict
+
+    section = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(cfg.train), {
+        "output_dir": str(Path(cfg.output_dir) / arm), "data": {"train_groups": groups, "collection": cfg.collection}}))
+    return config_from_dict(TrainConfig, section, "train section")
 
 
 def label_quality(groups, qrels, measures=("nDCG@10",), by: str = "target") -> dict[str, float]:
@@ -128,9 +125,9 @@ def run_experiment(cfg: ClicksExperimentConfig, progress: bool = True) -> dict[s
     from rerankforge.data.groups import write_groups
     from rerankforge.data.trec import write_run
     from rerankforge.eval import evaluate, per_query
-    from rerankforge.eval.rerank import rerank
+    from rerankforge.rerank.run import rerank
     from rerankforge.eval.significance import compare
-    from rerankforge.mining import build_retriever
+    from rerankforge.pipelines import steps
     from rerankforge.models import load_reranker
     from rerankforge.train import train
     from rerankforge.utils.io import write_json
@@ -143,8 +140,7 @@ def run_experiment(cfg: ClicksExperimentConfig, progress: bool = True) -> dict[s
     sim = cfg.simulation
 
     # 1. first stage and simulated clicks
-    retriever = build_retriever("bm25")
-    retriever.index(collection.corpus)
+    retriever = steps.index(collection, "bm25")
     train_queries = collection.split_queries(cfg.train_split)
     if cfg.max_train_queries:
         train_queries = dict(list(train_queries.items())[: cfg.max_train_queries])
@@ -250,7 +246,6 @@ def run_experiment(cfg: ClicksExperimentConfig, progress: bool = True) -> dict[s
         if "init" in per_q and arm in per_q:
             details[f"{arm}_vs_init_ndcg@10"] = compare(per_q["init"], per_q[arm])
     report["details"] = details
-    write_json(out / "clicks_report.json", report)
     timings["total_s"] = time.perf_counter() - t0
     write_json(out / "clicks_report.json", report)
     return report

@@ -1,7 +1,7 @@
 """First-stage retrievers behind one interface: index a corpus once, search query batches.
 
 A retriever indexes a :class:`~rerankforge.data.beir.Corpus` or a
-:class:`~rerankforge.mining.corpus.CorpusStream` (batches; texts are not kept) and answers
+:class:`~rerankforge.retrieve.corpus.CorpusStream` (batches; texts are not kept) and answers
 ``search(queries, k) -> Run`` in query batches of ``batch_size`` (with a progress bar when
 ``show_progress``). Retrievers that can score arbitrary documents (BM25, dense) implement
 ``score(query, doc_ids)``, which mining uses for positives the first stage did not retrieve.
@@ -16,21 +16,12 @@ import numpy as np
 
 from rerankforge.data.trec import Run
 from rerankforge.errors import ConfigError
-from rerankforge.mining.corpus import CorpusLike, CorpusStream, corpus_batches
+from rerankforge.registry import Registry
+from rerankforge.retrieve.corpus import CorpusLike, CorpusStream, corpus_batches
 
 __all__ = ["RETRIEVERS", "CorpusLike", "CorpusStream", "Retriever", "build_retriever", "corpus_batches",
            "register_retriever"]
 
-RETRIEVERS: dict[str, type[Retriever]] = {}
-
-
-def register_retriever(name: str):
-    def wrap(cls):
-        cls.name = name
-        RETRIEVERS[name] = cls
-        return cls
-
-    return wrap
 
 
 class Retriever(ABC):
@@ -90,10 +81,10 @@ class Retriever(ABC):
         return {"name": self.name}
 
 
+RETRIEVERS: Registry[Retriever] = Registry("retriever", Retriever)
+register_retriever = RETRIEVERS.register
+
+
 def build_retriever(name: str, **params) -> Retriever:
-    if name not in RETRIEVERS:
-        raise ConfigError(f"unknown retriever {name!r}; available: {', '.join(sorted(RETRIEVERS))}")
-    try:
-        return RETRIEVERS[name](**params)
-    except TypeError as err:
-        raise ConfigError(f"retriever {name!r}: {err}") from None
+    """A retriever by registry name (``bm25``, ``dense``, ``hybrid``) or ``module:Class``."""
+    return RETRIEVERS.build(name, **params)

@@ -19,6 +19,12 @@ Search uses faiss inner product: ``index="flat"`` (exact, default), ``"ivf"`` (I
 lists, ``nprobe`` probed) or ``"hnsw"`` (HNSW-Flat; ``hnsw_m``, ``ef_construction``,
 ``ef_search``). With ``gpu="auto"`` flat and IVF indexes move to GPU 0 when faiss was built with GPU
 support and a GPU is visible.
+
+Why an encoder of our own rather than ``SentenceTransformer.encode``: sentence-transformers is not a
+runtime dependency, and mining needs what ``encode`` does not do: documents read from a stream in
+chunks (a 10M-passage corpus never sits in memory), each chunk saved as it finishes so an
+interrupted encode resumes, and a cache keyed by model files and corpus fingerprint. The vectors
+match ``SentenceTransformer.encode`` (tests compare them on the bundled MiniLM-L6).
 """
 
 from __future__ import annotations
@@ -36,8 +42,8 @@ import numpy as np
 
 from rerankforge.data.trec import Run
 from rerankforge.errors import ConfigError
-from rerankforge.mining.base import Retriever, register_retriever
-from rerankforge.mining.corpus import CorpusLike, CorpusStream, DocIds, corpus_batches, corpus_fingerprint, corpus_ids
+from rerankforge.retrieve.base import Retriever, register_retriever
+from rerankforge.retrieve.corpus import CorpusLike, CorpusStream, DocIds, corpus_batches, corpus_fingerprint, corpus_ids
 
 log = logging.getLogger(__name__)
 

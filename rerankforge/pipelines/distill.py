@@ -25,7 +25,7 @@ import copy
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,6 +34,8 @@ import torch
 from torch import nn
 
 from rerankforge.errors import ConfigError
+from rerankforge.labels.teacher import TeacherScoring
+from rerankforge.mining.config import MineConfig
 from rerankforge.train.config import EvalConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -54,35 +56,6 @@ class StudentConfig:
 
 
 @dataclass
-class MineConfig:
-    collection: Optional[str] = None
-    split: str = "train"
-    depth: int = 100
-    negatives: int = 15
-    seed: int = 0
-    #: add this many pseudo-queries made from document titles (mining/pseudo_queries.py): the
-    #: teacher scores their BM25 candidates too, so the student sees the teacher rank more queries
-    pseudo_queries: int = 0
-    #: shortest title (in words) used as a pseudo-query
-    pseudo_min_words: int = 4
-    #: add this many pseudo-queries made from sentences of document bodies (claim-like queries;
-    #: mining/pseudo_queries.py)
-    sentence_queries: int = 0
-    sentence_min_words: int = 6
-    sentence_max_words: int = 40
-    #: store candidate texts in the groups file (false: doc ids only, texts are read from the
-    #: collection, which keeps large groups files small)
-    with_text: bool = True
-
-
-@dataclass
-class TeacherScoring:
-    batch_size: int = 64
-    bf16: bool = True
-    batch_queries: int = 32
-
-
-@dataclass
 class DistillEvalConfig(EvalConfig):
     #: queries per timing chunk; the two models alternate chunk by chunk
     chunk_queries: int = 10
@@ -95,8 +68,11 @@ class DistillEvalConfig(EvalConfig):
 class DistillConfig:
     #: exported teacher model directory
     teacher: Optional[str] = None
+    #: a training config that exports ``teacher``: trained first when the teacher is missing
+    teacher_recipe: Optional[str] = None
     #: mined groups JSONL (null: mine them with ``mine``)
     groups: Optional[str] = None
+    #: the mining step (rerankforge.mining.config.MineConfig); cached under <output_dir>/groups
     mine: Optional[MineConfig] = None
     #: the student model ends up in <output_dir>/model
     output_dir: str = "runs/distill"
@@ -184,53 +160,6 @@ def count_layers(reranker) -> int | None:
 # --------------------------------------------------------------------------- groups + teacher scores
 
 
-def mine(cfg: MineConfig, out: Path) -> Path:
-    """BM25 groups: judged positives + ``negatives`` sampled from the top ``depth``, for the
-    ``split`` queries, then ``pseudo_queries`` title queries, then ``sentence_queries`` sentence
-    queries (in that order, so the head of the file holds the real queries)."""
-    from itertools import chain
-
-    from rerankforge.data.beir import Collection
-    from rerankforge.data.groups import write_groups
-    from rerankforge.mining import build_retriever
-    from rerankforge.mining.negatives import NegativePolicy, mine_groups
-    from rerankforge.mining.pseudo_queries import sentence_queries, title_queries
-    from rerankforge.utils.io import write_json
-
-    params = out.with_name(out.name + ".params.json")
-    wanted = asdict(cfg)
-    if out.exists() and params.exists() and json.loads(params.read_text()) == wanted:
-        log.info("reusing mined groups %s", out)
-        return out
-    if not cfg.collection:
-        raise ConfigError("mine.collection is not set")
-    collection = Collection(cfg.collection)
-    bm25 = build_retriever("bm25")
-    bm25.index(collection.corpus)
-    policy = NegativePolicy(cfg.negatives, 1, cfg.depth, cfg.seed)
-    queries = collection.split_queries(cfg.split)
-    run = bm25.search(queries, cfg.depth)
-    mined = mine_groups(queries, collection.qrels(cfg.split), run, collection.corpus, policy, with_text=cfg.with_text)
-    extra = []
-    pseudo = []
-    if cfg.pseudo_queries:
-        pseudo.append(("title", title_queries(cfg.collection, cfg.pseudo_queries, cfg.seed, cfg.pseudo_min_words,
-                                              exclude=collection.corpus.empty_ids)))
-    if cfg.sentence_queries:
-        pseudo.append(("sentence", sentence_queries(cfg.collection, cfg.sentence_queries, cfg.seed,
-                                                    cfg.sentence_min_words, cfg.sentence_max_words,
-                                                    exclude=collection.corpus.empty_ids)))
-    for kind, (p_queries, p_qrels) in pseudo:
-        p_run = bm25.search(p_queries, cfg.depth)
-        mined = chain(mined, mine_groups(p_queries, p_qrels, p_run, collection.corpus, policy,
-                                         with_text=cfg.with_text))
-        extra.append(f" + {len(p_queries)} {kind} pseudo-queries")
-    n = write_groups(out, mined)
-    write_json(params, wanted)
-    print(f"mined {n} groups from BM25 top-{cfg.depth} of {cfg.collection} {cfg.split}{''.join(extra)} -> {out}")
-    return out
-
-
 def has_teacher_scores(path: str | Path) -> bool:
     from rerankforge.data.groups import iter_groups
 
@@ -240,9 +169,7 @@ def has_teacher_scores(path: str | Path) -> bool:
 def teacher_scores(groups: str | Path, teacher: str | Path, out: Path, scoring: TeacherScoring,
                    collection: str | None = None, progress: bool = True) -> tuple[Path, dict[str, Any]]:
     """Groups with teacher scores: ``groups`` itself when complete, else the teacher label job's output."""
-    from rerankforge.labels import run_label_job
     from rerankforge.labels.job import done_path
-    from rerankforge.labels.teacher import TeacherLabeler
 
     if has_teacher_scores(groups):
         print(f"{groups}: every candidate already has a teacher score; not rescoring")
@@ -252,13 +179,10 @@ def teacher_scores(groups: str | Path, teacher: str | Path, out: Path, scoring: 
             job = json.loads(record.read_text())
             info.update({"label_job": job.get("summary"), "teacher": job.get("job", {}).get("settings")})
         return Path(groups), info
-    text_of = None
-    if collection:
-        from rerankforge.data.beir import Collection
+    from rerankforge.pipelines.steps import label_teacher
 
-        text_of = Collection(collection).corpus.text
-    summary = run_label_job(TeacherLabeler(teacher, scoring.batch_size, scoring.bf16), groups, out, text_of=text_of,
-                            batch_queries=scoring.batch_queries, progress=progress)
+    summary = label_teacher(groups, teacher, out, collection=collection, batch_size=scoring.batch_size,
+                            bf16=scoring.bf16, batch_queries=scoring.batch_queries, progress=progress)
     if summary.computed == 0:
         print(f"teacher scores: reusing {out} (labelled earlier by the same teacher from the same groups)")
     else:
@@ -272,18 +196,19 @@ def teacher_scores(groups: str | Path, teacher: str | Path, out: Path, scoring: 
 
 def compare(models: dict[str, Any], collection, split: str, run=None, depth: int = 100,
             measures=("nDCG@10", "RR@10"), batch_size: int = 64, bf16: bool = True, chunk_queries: int = 10,
-            progress: bool = True) -> dict[str, Any]:
+            progress: bool = True, max_queries: int | None = None) -> dict[str, Any]:
     """Rerank the same first-stage pairs with every model and time them in alternation."""
     from rerankforge.data.beir import Collection
     from rerankforge.data.trec import truncate
     from rerankforge.eval import evaluate
-    from rerankforge.eval.pipeline import first_stage_run
+    from rerankforge.pipelines.steps import first_stage_run
 
     if not isinstance(collection, Collection):
         collection = Collection(collection)
     qrels = collection.qrels(split)
-    first = run if isinstance(run, dict) else first_stage_run(collection, split, run, depth)
+    first = run if isinstance(run, dict) else first_stage_run(collection, split, run, depth, max_queries)
     first = truncate({q: d for q, d in first.items() if q in qrels and q in collection.queries}, depth)
+    qrels = {q: qrels[q] for q in first} if max_queries else qrels
     qids = list(first)
     names = list(models)
     if not qids:
@@ -356,11 +281,15 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     from rerankforge.losses import build_loss
     from rerankforge.models import load_reranker
     from rerankforge.train import train
-    from rerankforge.train.config import to_yaml
+    from rerankforge.config import to_yaml
     from rerankforge.utils.io import atomic_write
+
+    from rerankforge.pipelines.steps import ensure_model, mine_cached
 
     if not cfg.teacher:
         raise ConfigError("distill: `teacher` (an exported model directory) is not set")
+    if not cfg.eval_only:
+        ensure_model(cfg.teacher, cfg.teacher_recipe, "teacher")
     if not Path(cfg.teacher).is_dir():
         raise FileNotFoundError(f"teacher model directory {cfg.teacher} does not exist")
     if not cfg.eval.collection:
@@ -391,7 +320,10 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
         if not groups.exists():
             raise FileNotFoundError(f"groups file {groups} does not exist")
     elif cfg.mine is not None:
-        groups = mine(cfg.mine, out / "groups.mined.jsonl")
+        with PartialState().main_process_first():
+            mined = mine_cached(cfg.mine, out / "groups")
+        groups = mined.path
+        print(f"{'reusing' if mined.reused else 'mined'} {mined.groups_written} groups -> {groups}")
     else:
         raise ConfigError("distill: set `groups` (mined groups JSONL) or a `mine` section")
     lap("groups")
@@ -421,7 +353,7 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     tcfg.data.train_groups = str(labelled)
     tcfg.model.type, tcfg.model.name_or_path, tcfg.model.max_length = student_type, student_path, max_length
     tcfg.eval.collection = None
-    if not cfg.groups and cfg.mine is not None and not cfg.mine.with_text:
+    if not cfg.groups and cfg.mine is not None and not cfg.mine.text:
         tcfg.data.collection = tcfg.data.collection or cfg.mine.collection  # texts were left out of the groups
     tcfg.progress = cfg.progress
     student_dir = train(tcfg)
@@ -455,7 +387,7 @@ def _evaluate_and_report(cfg: DistillConfig, out: Path, teacher, student_dir: Pa
     student.to(device)
     measures = list(dict.fromkeys(["nDCG@10", "RR@10", *ev.measures]))
     result = compare({"teacher": teacher, "student": student}, ev.collection, ev.split, ev.run, ev.depth, measures,
-                     ev.batch_size, ev.bf16, ev.chunk_queries, cfg.progress)
+                     ev.batch_size, ev.bf16, ev.chunk_queries, cfg.progress, ev.max_queries)
     timings["evaluate"] = round(time.perf_counter() - t, 1)
     runs = result.pop("_runs")
     for name, run in runs.items():

@@ -20,7 +20,7 @@ import numpy as np
 from rerankforge.data.beir import Corpus
 from rerankforge.data.trec import Run
 from rerankforge.errors import ConfigError
-from rerankforge.eval.rerank import RerankStats
+from rerankforge.rerank.run import RerankStats
 from rerankforge.models.base import Reranker
 
 AGGREGATIONS = ("maxp", "firstp", "sum")

@@ -1,0 +1,1 @@
+"""Score calibration (Platt, temperature): fitting, metrics (ECE, Brier), calibrated exports."""
