@@ -65,12 +65,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         except OmegaConfBaseException as err:
             raise ConfigError(f"command-line override: {_message(err)}") from None
         merged = _merge(merged, dotlist, "command-line override")
-    try:
-        cfg = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{where}: {_message(err)}") from None
-    validate_tree(cfg, where)
-    return cfg
+    return _finish(merged, where)
 
 
 def config_from_dict(schema: type[T], data: Mapping[str, Any] | Any, where: str = "config") -> T:
@@ -78,13 +73,26 @@ def config_from_dict(schema: type[T], data: Mapping[str, Any] | Any, where: str 
     if isinstance(data, schema):
         validate_tree(data, where)
         return data
-    merged = _merge(OmegaConf.structured(schema), OmegaConf.create(dict(data or {})), where)
+    return _finish(_merge(OmegaConf.structured(schema), OmegaConf.create(dict(data or {})), where), where)
+
+
+def _finish(merged, where: str):
     try:
         cfg = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{where}: {_message(err)}") from None
     validate_tree(cfg, where)
     return cfg
+
+
+def require(cfg: Any, *keys: str) -> None:
+    """A ConfigError naming the flag of the first of ``keys`` that ``cfg`` leaves empty."""
+    for key in keys:
+        if getattr(cfg, key) in (None, "", [], ()):
+            field = next(f for f in dataclasses.fields(cfg) if f.name == key)
+            flag = field.metadata.get("flag")
+            name = (flag if isinstance(flag, str) else (flag or [None])[0]) or key
+            raise ConfigError(f"{name} is required (flag, YAML key {key!r} or {key}=...)")
 
 
 def _read_yaml(path: str | Path):

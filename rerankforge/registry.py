@@ -54,6 +54,9 @@ class Registry(Generic[T]):
         if isinstance(name, str) and ":" in name:
             cls = _import_path(name, self.kind)
             self._check_base(cls, name)
+            if not cls.__dict__.get(self.name_attr):
+                # An outside class records its import path, so what it saves can be loaded again.
+                setattr(cls, self.name_attr, name)
             self._items[name] = cls
             return cls
         raise ConfigError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())} "

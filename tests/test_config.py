@@ -52,3 +52,53 @@ def test_bad_yaml_names_file_and_key(tmp_path, text, needle):
 def test_missing_config_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_config(MineConfig, str(tmp_path / "nope.yaml"))
+
+
+def test_one_loader_for_every_verb_names_file_line_and_key(tmp_path):
+    from rerankforge.train.config import TrainConfig
+
+    bad = tmp_path / "t.yaml"
+    bad.write_text("optim:\n  lr: 1e-4\n  epochs: [2\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml:\d+: YAML syntax error"):
+        load_config(TrainConfig, bad)
+    bad.write_text("optim: {lrr: 1.0}\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml: key 'optim\.lrr'"):
+        load_config(TrainConfig, bad)
+    bad.write_text("optim: {epochs: many}\n")
+    with pytest.raises(ConfigError, match=r"t\.yaml: key 'optim\.epochs'"):
+        load_config(TrainConfig, bad)
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load_config(TrainConfig, None, ["optim.lr"])
+
+
+def test_precedence_yaml_flags_overrides(tmp_path):
+    y = tmp_path / "m.yaml"
+    y.write_text("collection: c\nsplit: train\nout: o\npolicy: {negatives: 7, seed: 1}\n")
+    args = parse(["--negatives", "3", "--seed", "4", "policy.seed=9"])
+    cfg = load_config(MineConfig, y, args.overrides, flag_values(args))
+    assert (cfg.policy.negatives, cfg.policy.seed) == (3, 9)  # YAML < flags < key=value
+
+
+def test_required_fields_name_their_flag():
+    from rerankforge.rerank.apply import RerankConfig
+
+    with pytest.raises(ConfigError, match="--model is required"):
+        load_config(RerankConfig, None, ["collection=c", "split=s", "run=r", "out=o"])
+
+
+def test_validation_names_the_section(tmp_path):
+    with pytest.raises(ConfigError, match="section 'policy'.*rank_min <= rank_max"):
+        load_config(MineConfig, None, ["policy.rank_min=50", "policy.rank_max=10"])
+
+
+def test_command_line_reproduces_the_config():
+    import shlex
+
+    from rerankforge.config import command_line
+
+    cfg = load_config(MineConfig, None, ["collection=c", "split=train", "out=g.jsonl", "policy.negatives=3",
+                                          "bm25.stemmer=null", "hybrid.weights=[0.3,0.7]"])
+    line = command_line("mine", cfg)
+    words = shlex.split(line)
+    assert words[:2] == ["rerankforge", "mine"] and "policy.negatives=3" in words
+    assert load_config(MineConfig, None, words[2:]) == cfg

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rerankforge.clicks.simulate import SimulationConfig
-from rerankforge.config import option
-from rerankforge.errors import ConfigError
+from rerankforge.config import option, require
 
 
 @dataclass
@@ -28,8 +27,7 @@ class ClickLogOptions:
     max_rank: Optional[int] = option(None, flag="--max-rank", help="ignore ranks deeper than this")
 
     def validate(self) -> None:
-        if not self.log:
-            raise ConfigError("--log is required")
+        require(self, "log")
 
 
 @dataclass
@@ -48,8 +46,7 @@ class EstimateConfig(ClickLogOptions):
 
     def validate(self) -> None:
         super().validate()
-        if not self.out:
-            raise ConfigError("--out is required")
+        require(self, "out")
 
 
 @dataclass
@@ -69,8 +66,7 @@ class ClickGroupsConfig(ClickLogOptions):
 
     def validate(self) -> None:
         super().validate()
-        if not self.out or not self.collection:
-            raise ConfigError("--collection and --out are required")
+        require(self, "collection", "out")
 
 
 @dataclass
@@ -82,8 +78,7 @@ class SimulateConfig:
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
     def validate(self) -> None:
-        if not self.collection or not self.out:
-            raise ConfigError("--collection and --out are required")
+        require(self, "collection", "out")
 
 
 def read_log(cfg: ClickLogOptions, paths=None):

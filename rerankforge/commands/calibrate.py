@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from rerankforge.config import option
+from rerankforge.config import option, require
 
 
 @dataclass
@@ -32,9 +32,7 @@ class CalibrateConfig:
     def validate(self) -> None:
         from rerankforge.errors import ConfigError
 
-        for key in ("model", "collection", "fit_split", "eval_split", "out"):
-            if not getattr(self, key):
-                raise ConfigError(f"--{key.replace('_', '-')} is required")
+        require(self, "model", "collection", "fit_split", "eval_split", "out")
         if self.depth < 1 or self.bins < 1 or self.batch_size < 1:
             raise ConfigError("depth, bins and batch_size must be >= 1")
 

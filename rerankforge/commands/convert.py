@@ -16,9 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Optional
 
-from rerankforge.config import option
+from rerankforge.config import option, require
 from rerankforge.data.groups import Group
-from rerankforge.errors import ConfigError
 
 
 @dataclass
@@ -28,9 +27,7 @@ class ConvertConfig:
     arrow: bool = option(False, flag="--arrow", help="write a datasets save_to_disk directory instead of JSONL")
 
     def validate(self) -> None:
-        for key in ("input", "out"):
-            if not getattr(self, key):
-                raise ConfigError(f"--{key} is required")
+        require(self, "input", "out")
 
     def options(self) -> dict:
         """The converter's keyword arguments (the fields beyond input/out/arrow that are set)."""

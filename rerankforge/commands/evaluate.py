@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from rerankforge.config import option
+from rerankforge.config import option, require
 
 
 @dataclass
@@ -19,11 +19,7 @@ class EvaluateConfig:
     json: Optional[str] = option(None, flag="--json", help="write {run file name: {metric: value}} here")
 
     def validate(self) -> None:
-        from rerankforge.errors import ConfigError
-
-        for key in ("collection", "split", "run"):
-            if not getattr(self, key):
-                raise ConfigError(f"--{key} is required")
+        require(self, "collection", "split", "run")
 
 
 def add_parser(sub):

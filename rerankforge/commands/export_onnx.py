@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from rerankforge.config import option
+from rerankforge.config import option, require
 
 
 @dataclass
@@ -26,9 +26,7 @@ class ExportOnnxConfig:
     def validate(self) -> None:
         from rerankforge.errors import ConfigError
 
-        for key in ("model", "out"):
-            if not getattr(self, key):
-                raise ConfigError(f"--{key} is required")
+        require(self, "model", "out")
         if self.parity_pairs < 1 or self.batch_size < 1 or self.speed_pairs < 0:
             raise ConfigError("parity_pairs and batch_size must be >= 1, speed_pairs >= 0")
 

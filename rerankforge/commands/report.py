@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from rerankforge.config import option
+from rerankforge.config import option, require
 
 
 @dataclass
@@ -35,9 +35,7 @@ class ReportConfig:
     def validate(self) -> None:
         from rerankforge.errors import ConfigError
 
-        for key in ("model", "collection", "split", "run", "out"):
-            if not getattr(self, key):
-                raise ConfigError(f"--{key} is required")
+        require(self, "model", "collection", "split", "run", "out")
         if not self.cutoffs or min(self.cutoffs) < 1:
             raise ConfigError(f"cutoffs must be >= 1, got {self.cutoffs}")
 

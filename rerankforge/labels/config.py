@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from rerankforge.config import option
+from rerankforge.config import option, require
 from rerankforge.data.labels import parse_gain_map
 from rerankforge.errors import ConfigError
 from rerankforge.registry import Registry
@@ -36,9 +36,7 @@ class LabelJobConfig:
     progress: bool = option(True, flag="--no-progress", help="no progress bar")
 
     def validate(self) -> None:
-        for key in ("groups", "out"):
-            if not getattr(self, key):
-                raise ConfigError(f"--{key} is required (flag or YAML key {key!r})")
+        require(self, "groups", "out")
         if self.batch_queries < 1:
             raise ConfigError(f"batch_queries must be >= 1, got {self.batch_queries}")
 

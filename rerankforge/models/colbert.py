@@ -182,7 +182,7 @@ class ColBERT(Reranker):
         super().__init__()
         if isinstance(model, (str, Path)):
             path = resolve_model_path(str(model))
-            check_model_type(path, "colbert")
+            check_model_type(path, self.model_type)
             saved = Path(path, META_FILE).exists()
             model, tokenizer, projection, config = (_saved_parts if saved else _fresh_parts)(path, **options)
             self.restore_calibration(path)

@@ -34,7 +34,7 @@ class CrossEncoder(Reranker):
         saved = None
         if isinstance(model, (str, Path)):
             path = resolve_model_path(str(model))
-            check_model_type(path, "cross_encoder")
+            check_model_type(path, self.model_type)
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
             model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **hf_kwargs)
             if model.config.pad_token_id is None and tokenizer.pad_token_id is not None:

@@ -52,7 +52,7 @@ class DecoderReranker(Reranker):
         saved_ids = None
         if isinstance(model, (str, Path)):
             path = model_path = resolve_model_path(str(model))
-            check_model_type(path, "decoder")
+            check_model_type(path, self.model_type)
             meta_path = Path(path, META_FILE)
             if meta_path.exists():
                 meta = json.loads(meta_path.read_text())

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from rerankforge.config import option
+from rerankforge.config import option, require
 from rerankforge.data.trec import Run
 from rerankforge.errors import ConfigError
 
@@ -50,9 +50,7 @@ class RerankConfig:
     progress: bool = option(True, flag="--no-progress", help="no progress bar")
 
     def validate(self) -> None:
-        for key in ("model", "collection", "split", "run", "out"):
-            if not getattr(self, key):
-                raise ConfigError(f"--{key} is required")
+        require(self, "model", "collection", "split", "run", "out")
         for key in ("depth", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")

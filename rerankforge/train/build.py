@@ -12,10 +12,8 @@ from rerankforge.train.config import ModelConfig, OptimConfig
 
 
 def build_model(cfg: ModelConfig) -> Reranker:
-    if cfg.type not in MODELS:
-        raise ConfigError(f"unknown model type {cfg.type!r}; available: {', '.join(sorted(MODELS))}")
-    model = MODELS[cfg.type].from_base(resolve_model_path(cfg.name_or_path), max_length=cfg.max_length,
-                                       **dict(cfg.params))
+    model = MODELS.get(cfg.type).from_base(resolve_model_path(cfg.name_or_path), max_length=cfg.max_length,
+                                           **dict(cfg.params))
     if cfg.attention_dropout is not None:
         from rerankforge.models.dropout import set_attention_dropout
 
