@@ -15,7 +15,6 @@ From the trainer::
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,24 +26,6 @@ from rerankforge.utils.io import atomic_write, write_json
 CARD_JSON = "model_card.json"
 CARD_MD = "README.md"
 _DEFAULT_NAMES = (None, "", "default", "minilm-l6", "all-MiniLM-L6-v2")
-
-
-def cli_command(verb: str, args: Any) -> str:
-    """``rerankforge VERB --flag value ...`` rebuilt from parsed arguments, defaults included, so
-    the "reproduce" line is explicit (``sys.argv`` is not the command when ``cli.main`` is called
-    from Python). Assumes the verb's options are ``--dest-with-dashes`` flags (true for our verbs)."""
-    parts = ["rerankforge", verb]
-    for key, value in vars(args).items():
-        if key.startswith("_") or key in ("command", "verbose") or value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            parts.append(flag)
-        elif isinstance(value, (list, tuple)):
-            parts += [flag, *map(str, value)]
-        else:
-            parts += [flag, str(value)]
-    return shlex.join(parts)
 
 
 def describe_base_model(name: str | None) -> str:
