@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -210,12 +210,7 @@ def mine_cached(cfg: MineConfig, root: str | Path | None = None, collection: Col
     if path.exists() and report.exists():
         log.info("reusing mined groups %s", path)
         return MineResult(path, json.loads(report.read_text()), reused=True)
-    cfg = MineConfig(**{**_shallow(cfg), "out": str(path), "report": str(report), "save_run": None})
-    return mine(cfg, collection)
-
-
-def _shallow(cfg) -> dict[str, Any]:
-    return {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
+    return mine(replace(cfg, out=str(path), report=str(report), save_run=None), collection)
 
 
 def mine_fingerprint(cfg: MineConfig) -> str:
