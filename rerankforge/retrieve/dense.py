@@ -128,6 +128,25 @@ def bf16_supported(device: str) -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
+def pool(hidden, mask, mode: str):
+    """Sentence embeddings ``[n, h]`` from token states ``[n, L, h]`` (sentence-transformers' poolings)."""
+    import torch
+
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "cls":
+        return hidden[:, 0]
+    if mode in ("mean", "mean_sqrt_len_tokens"):
+        summed = (hidden * m).sum(1)
+        n = m.sum(1).clamp(min=1e-9)
+        return summed / (n if mode == "mean" else n.sqrt())
+    if mode == "max":
+        return hidden.masked_fill(m == 0, -1e9).max(1).values
+    # lasttoken: last non-padding position, for left or right padding
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = (positions * mask).argmax(1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
 class Encoder:
     """Bi-encoder: transformer + pooling (+ L2 normalisation), batched and length-sorted."""
 
@@ -180,21 +199,7 @@ class Encoder:
         return h.hexdigest()
 
     def _pool(self, hidden, mask):
-        import torch
-
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        if self.pooling in ("mean", "mean_sqrt_len_tokens"):
-            summed = (hidden * m).sum(1)
-            n = m.sum(1).clamp(min=1e-9)
-            return summed / (n if self.pooling == "mean" else n.sqrt())
-        if self.pooling == "max":
-            return hidden.masked_fill(m == 0, -1e9).max(1).values
-        # lasttoken: last non-padding position, for left or right padding
-        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-        last = (positions * mask).argmax(1)
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return pool(hidden, mask, self.pooling)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, prefix: str = "", progress: bool = False) -> np.ndarray:
         """Float32 embeddings in input order; batches are formed from length-sorted texts."""
