@@ -15,6 +15,7 @@ _EXPORTS = {
     "CrossEncoder": "rerankforge.models.cross_encoder",
     "ColBERT": "rerankforge.models.colbert",
     "DecoderReranker": "rerankforge.models.decoder",
+    "BiEncoder": "rerankforge.models.bi_encoder",
     "Reranker": "rerankforge.models.base",
     "load_reranker": "rerankforge.models.base",
     "register_model": "rerankforge.models.base",
