@@ -79,8 +79,9 @@ class NegativePolicy:
     min_negatives: int = option(1, flag="--min-negatives", help="skip queries with fewer negatives")
 
     def validate(self) -> NegativePolicy:
-        if self.negatives < 0:
-            raise ConfigError(f"negatives must be >= 0, got {self.negatives}")
+        if self.negatives < 1:
+            # 0 writes groups of positives only: nothing for a ranking loss to learn from
+            raise ConfigError(f"negatives (--negatives) must be >= 1, got {self.negatives}")
         if self.rank_min < 1 or self.rank_max < self.rank_min:
             raise ConfigError(f"need 1 <= rank_min <= rank_max, got [{self.rank_min}, {self.rank_max}]")
         if self.strategy not in STRATEGIES:

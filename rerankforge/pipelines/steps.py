@@ -75,7 +75,7 @@ def retrieve(cfg: RetrieveConfig) -> RetrievalResult:
     t_index = time.perf_counter() - t0
     qrels = collection.qrels(cfg.split) if collection.has_split(cfg.split) else None
     queries = {q: collection.queries[q] for q in qrels} if qrels is not None else collection.queries
-    depth = cfg.depth or 100
+    depth = cfg.depth if cfg.depth is not None else 100
     t1 = time.perf_counter()
     run = retriever.search(queries, depth)
     t_search = time.perf_counter() - t1

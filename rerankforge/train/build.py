@@ -49,7 +49,7 @@ def build_optimizer(model: Reranker, cfg: OptimConfig) -> torch.optim.Optimizer:
 
 
 def build_scheduler(optimizer, cfg: OptimConfig, total_steps: int):
-    if cfg.max_minutes:
+    if cfg.max_minutes is not None:
         from torch.optim.lr_scheduler import LambdaLR
 
         from rerankforge.train.budget import FittedSchedule

@@ -13,8 +13,36 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from rerankforge.config import to_yaml  # noqa: F401  (re-exported for callers)
+from rerankforge.errors import ConfigError
 from rerankforge.labels.teacher import TeacherScoring
 from rerankforge.mining.config import MineConfig
+
+#: ``optim.schedule`` values: transformers' ``get_scheduler`` names that need no extra arguments
+SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+             "inverse_sqrt")
+
+
+def _at_least(obj, section: str, minimum: int, *keys: str, optional: bool = False) -> None:
+    """Each of ``keys`` is an int >= ``minimum``; with ``optional`` None is allowed (it means
+    "unset"); an explicit 0 never does."""
+    for key in keys:
+        value = getattr(obj, key)
+        if value is None and optional:
+            continue
+        if value is None or isinstance(value, bool) or value < minimum:
+            unset = " (or null)" if optional else ""
+            raise ConfigError(f"{section + '.' if section else ''}{key} must be >= {minimum}{unset}, got {value!r}")
+
+
+def _positive(obj, section: str, *keys: str, optional: bool = False) -> None:
+    import math
+
+    for key in keys:
+        value = getattr(obj, key)
+        if value is None and optional:
+            continue
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{section}.{key} must be > 0, got {value!r}")
 
 
 @dataclass
@@ -33,6 +61,11 @@ class ModelConfig:
     attention_dropout: Optional[float] = None
     #: a training config whose exported model is name_or_path: trained first when that is missing
     recipe: Optional[str] = None
+
+    def validate(self) -> None:
+        _at_least(self, "model", 1, "max_length")
+        if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
+            raise ConfigError(f"model.attention_dropout must be in [0, 1), got {self.attention_dropout!r}")
 
 
 @dataclass
@@ -59,6 +92,12 @@ class DataConfig:
     max_groups: Optional[int] = None
     num_workers: int = 0
 
+    def validate(self) -> None:
+        # One candidate per group is one negative and no positive: every listwise/pairwise loss is 0.
+        _at_least(self, "data", 2, "group_size", optional=True)
+        _at_least(self, "data", 1, "max_positives", "max_groups", optional=True)
+        _at_least(self, "data", 0, "num_workers")
+
 
 @dataclass
 class OptimConfig:
@@ -80,6 +119,27 @@ class OptimConfig:
     grad_accum: int = 1
     max_grad_norm: float = 1.0
 
+    def validate(self) -> None:
+        # AdamW checks lr only when given as its own argument; we set it per parameter group, so
+        # a negative lr would silently train by gradient ascent.
+        _positive(self, "optim", "lr")
+        _positive(self, "optim", "head_lr", "max_minutes", optional=True)
+        _at_least(self, "optim", 1, "epochs", "batch_size", "grad_accum")
+        _at_least(self, "optim", 1, "max_steps", optional=True)
+        if not 0.0 <= self.weight_decay:
+            raise ConfigError(f"optim.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ConfigError(f"optim.warmup_ratio must be in [0, 1], got {self.warmup_ratio!r}")
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"optim.max_grad_norm must be >= 0 (0: no clipping), got {self.max_grad_norm!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule {self.schedule!r} is unknown; choose from {', '.join(SCHEDULES)}")
+        if self.max_minutes is not None:
+            from rerankforge.train.budget import SHAPES
+
+            if self.schedule not in SHAPES:
+                raise ConfigError(f"optim.max_minutes supports schedules {', '.join(SHAPES)}; got {self.schedule!r}")
+
 
 @dataclass
 class EvalConfig:
@@ -93,6 +153,10 @@ class EvalConfig:
     batch_size: int = 64
     #: evaluate on the first N judged queries only (quick runs)
     max_queries: Optional[int] = None
+
+    def validate(self) -> None:
+        _at_least(self, "eval", 1, "depth", "batch_size")
+        _at_least(self, "eval", 1, "max_queries", optional=True)
 
 
 @dataclass
@@ -121,3 +185,9 @@ class TrainConfig:
     #: write ranks/rank-N.json with the query ids each process trained on and a parameter
     #: checksum (to audit data sharding and replica agreement in multi-process runs)
     record_ranks: bool = False
+
+    def validate(self) -> None:
+        _at_least(self, "", 0, "save_every", "keep_checkpoints")
+        _at_least(self, "", 1, "log_every")
+        if not self.loss:
+            raise ConfigError("loss: give at least one loss, e.g. [{name: listwise_ce}]")

@@ -68,7 +68,8 @@ class Trainer:
     def __init__(self, model: Reranker | None = None, loss: Any = None, train_data: Any = None,
                  args: TrainConfig | Mapping[str, Any] | None = None, accelerator: Accelerator | None = None,
                  text_of=None):
-        self.args = args if isinstance(args, TrainConfig) else config_from_dict(TrainConfig, args or {}, "Trainer args")
+        # An instance is validated too: a TrainConfig built in code gets the same load-time checks.
+        self.args = config_from_dict(TrainConfig, args if args is not None else {}, "Trainer args")
         self.model = model
         self.loss: WeightedSum = build_loss(self.args.loss if loss is None else loss)
         self.train_data = train_data
@@ -102,7 +103,7 @@ class Trainer:
         if source.teacher:
             data = self._teacher_scores(accelerator, data)
         groups = open_groups(data)
-        if source.max_groups:
+        if source.max_groups is not None:
             groups = groups.head(source.max_groups) if hasattr(groups, "head") else groups[: source.max_groups]
         if len(groups) == 0:
             raise ConfigError(f"no training groups in {data if isinstance(data, (str, Path)) else 'train_data'}")
@@ -171,7 +172,8 @@ class Trainer:
         optimizer = build_optimizer(model, cfg.optim)
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
         steps_per_epoch = math.ceil(len(loader) / cfg.optim.grad_accum)
-        total_steps = cfg.optim.max_steps or steps_per_epoch * cfg.optim.epochs
+        # An explicit max_steps wins (validated >= 1); None means epochs decide.
+        total_steps = cfg.optim.max_steps if cfg.optim.max_steps is not None else steps_per_epoch * cfg.optim.epochs
         # Not prepared: accelerate would step it once per process; we step once per optimizer step.
         scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
         accelerator.register_for_checkpointing(scheduler)
