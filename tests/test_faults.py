@@ -90,3 +90,188 @@ def test_explicit_max_steps_is_never_unset(tmp_path, tiny_bert_dir):
 def test_depths_and_sizes_at_least_one(schema, overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(schema, None, overrides)
+
+
+# ------------------------------------------------------------------------------ data checks
+def _train_cfg(tmp_path, model_dir, *overrides):
+    return load_config(TrainConfig, None, [f"output_dir={tmp_path / 'out'}", f"model.name_or_path={model_dir}",
+                                           "model.max_length=32", "optim.max_steps=2", "bf16=false",
+                                           "progress=false", *overrides])
+
+
+def test_empty_groups_file_names_the_file(tmp_path, tiny_bert_dir):
+    from rerankforge.train.trainer import Trainer
+
+    empty = tmp_path / "g.jsonl"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match=rf"no training groups in {empty} \(the file is empty\)"):
+        Trainer(args=_train_cfg(tmp_path, tiny_bert_dir, f"data.train_groups={empty}")).train()
+
+
+def _unlabelled(groups):
+    for g in groups:
+        for c in g.candidates:
+            c.label = 0.0
+    return groups
+
+
+def test_groups_without_positive_are_refused(tmp_path, tiny_bert_dir):
+    """All groups without a positive: listwise CE would be 0.0 at every step (rc 0 before)."""
+    from helpers import make_groups
+    from rerankforge.data.groups import write_groups
+    from rerankforge.train.trainer import Trainer
+
+    path = tmp_path / "g.jsonl"
+    write_groups(path, _unlabelled(make_groups(n=4, size=4)))
+    with pytest.raises(DataFormatError, match=rf"{path}: none of the 4 groups has a positive .*listwise_ce"):
+        Trainer(args=_train_cfg(tmp_path, tiny_bert_dir, f"data.train_groups={path}")).train()
+
+
+def test_groups_without_positive_are_skipped_and_counted(tmp_path, tiny_bert_dir, caplog):
+    from helpers import make_groups
+    from rerankforge.train.data_checks import check_groups
+    from rerankforge.losses import build_loss
+
+    groups = make_groups(n=5, size=4)
+    _unlabelled(groups[:2])
+    with caplog.at_level("WARNING"):
+        kept = check_groups(groups, list(build_loss("ranknet").terms), None, "g.jsonl")
+    assert [g.query_id for g in kept] == ["q2", "q3", "q4"]
+    assert "skipped 2 of 5 groups without a positive" in caplog.text
+    # a loss that learns from all-negative groups (pointwise BCE) keeps them; a teacher loss
+    # needs a teacher score instead of a positive
+    assert len(check_groups(groups, list(build_loss("bce").terms), None)) == 5
+    assert len(check_groups(groups, list(build_loss("kl").terms), None)) == 5
+    for c in groups[0].candidates:
+        c.teacher = None
+    assert len(check_groups(groups, list(build_loss("kl").terms), None)) == 4
+
+
+def test_textless_candidate_missing_from_collection_fails_before_training(tmp_path, tiny_bert_dir):
+    """Used to crash mid-training when its batch came up; now refused up front with file:line."""
+    from helpers import make_collection, make_groups
+    from rerankforge.data.groups import write_groups
+    from rerankforge.train.trainer import Trainer
+
+    groups = make_groups(n=4, size=4)
+    coll = make_collection(tmp_path / "coll", groups)
+    for g in groups:
+        for c in g.candidates:
+            c.text = None
+    groups[2].candidates[1].doc_id = "ghost"
+    path = tmp_path / "g.jsonl"
+    write_groups(path, groups)
+    trainer = Trainer(args=_train_cfg(tmp_path, tiny_bert_dir, f"data.train_groups={path}",
+                                      f"data.collection={coll}"))
+    with pytest.raises(DataFormatError, match=rf"{path}:3: group 'q2': candidate 'ghost' has no text and the "
+                                              r"collection has no document 'ghost'"):
+        trainer.train()
+    assert not (tmp_path / "out" / "checkpoint-1").exists() and not (tmp_path / "out" / "model").exists()
+    # no collection at all: the same candidate is named up front too
+    with pytest.raises(DataFormatError, match=rf"{path}:1: .*has no text and no collection was given"):
+        Trainer(args=_train_cfg(tmp_path, tiny_bert_dir, f"data.train_groups={path}")).train()
+
+
+def test_run_reader_rejects_inf_with_line(tmp_path):
+    from rerankforge.data.trec import read_run
+
+    path = tmp_path / "r.trec"
+    path.write_text("q1 Q0 d1 1 3.5 x\nq1 Q0 d2 2 inf x\n")
+    with pytest.raises(DataFormatError, match=rf"{path}:2: score 'inf' is not a finite number"):
+        read_run(path)
+    path.write_text("q1 Q0 d1 1 -inf x\n")
+    with pytest.raises(DataFormatError, match=rf"{path}:1: score '-inf'"):
+        read_run(path)
+
+
+@pytest.mark.parametrize("grade", ["inf", "nan", "1e999", "two"])
+def test_qrels_reject_non_finite_grades_with_line(tmp_path, grade):
+    from rerankforge.data.beir import load_qrels
+
+    path = tmp_path / "q.tsv"
+    path.write_text(f"query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t{grade}\n")
+    with pytest.raises(DataFormatError, match=rf"{path}:3: relevance"):
+        load_qrels(path)
+
+
+def test_fractional_grades_are_kept_and_score(tmp_path):
+    """0.5-graded qrels used to be truncated to 0: nDCG 0.0000 and 0 mined groups."""
+    from rerankforge.data.beir import load_qrels
+    from rerankforge.eval import evaluate
+
+    path = tmp_path / "q.tsv"
+    path.write_text("q1\td1\t0.5\nq1\td2\t1.5\n")
+    qrels = load_qrels(path)
+    assert qrels == {"q1": {"d1": 0.5, "d2": 1.5}}
+    scores = evaluate(qrels, {"q1": [("d1", 2.0), ("d3", 1.0)]}, ("nDCG@10",))
+    assert 0.0 < scores["nDCG@10"] < 1.0
+
+
+def test_fractional_grades_mine_groups(tmp_path):
+    from helpers import write_tiny_collection
+    from rerankforge.pipelines.steps import mine
+
+    coll, _ = write_tiny_collection(tmp_path / "c")
+    q = coll / "qrels" / "train.tsv"
+    q.write_text("\n".join(line.rsplit("\t", 1)[0] + "\t0.5" if i else line
+                           for i, line in enumerate(q.read_text().splitlines())) + "\n")
+    cfg = load_config(MineConfig, None, [f"collection={coll}", "split=train", f"out={tmp_path / 'g.jsonl'}",
+                                         "policy.negatives=2", "progress=false"])
+    from rerankforge.data.groups import read_groups
+
+    assert mine(cfg).groups_written == 5
+    assert {c.label for g in read_groups(tmp_path / "g.jsonl") for c in g.candidates} == {0.0, 0.5}
+
+
+def _with_unknown_judged_doc(coll):
+    for split in ("train", "test"):
+        q = coll / "qrels" / f"{split}.tsv"
+        lines = q.read_text().splitlines()
+        qid = lines[1].split("\t")[0]
+        q.write_text("\n".join([*lines, f"{qid}\tnot-in-corpus\t1"]) + "\n")
+    return coll
+
+
+def test_qrels_naming_unknown_documents_retrieve_mine_evaluate(tmp_path, caplog):
+    """Retrieve and mine used to crash (AttributeError); evaluate refused the collection. Now: a
+    warning with a count, and metrics on the official qrels as they are (the unknown judged
+    document counts as never retrieved)."""
+    from helpers import write_tiny_collection
+    from rerankforge.data.beir import Collection
+    from rerankforge.data.trec import read_run
+    from rerankforge.eval import evaluate
+    from rerankforge.pipelines.steps import mine, retrieve
+
+    coll, run_path = write_tiny_collection(tmp_path / "c")
+    _with_unknown_judged_doc(coll)
+    with caplog.at_level("WARNING"):
+        result = retrieve(load_config(RetrieveConfig, None, [f"collection={coll}", "split=test",
+                                                             f"out={tmp_path / 'r.trec'}", "progress=false"]))
+    assert "1 judgments name documents the corpus does not have" in caplog.text
+    assert result.metrics["R@100"] < 1.0
+    mined = mine(load_config(MineConfig, None, [f"collection={coll}", "split=train", f"out={tmp_path / 'g.jsonl'}",
+                                                "policy.negatives=2", "progress=false"]))
+    assert mined.groups_written == 5
+    c = Collection(coll)
+    qrels = c.qrels("test")
+    assert "not-in-corpus" in next(iter(qrels.values()))
+    run = read_run(run_path, c.queries, c.corpus)
+    with_unknown = evaluate(qrels, run, ("R@100",))["R@100"]
+    without = evaluate({q: {d: g for d, g in docs.items() if d != "not-in-corpus"} for q, docs in qrels.items()},
+                       run, ("R@100",))["R@100"]
+    assert with_unknown < without == 1.0
+
+
+def test_fractional_grades_equal_scaled_integer_grades():
+    """nDCG is scale-invariant: 0.5/1.5 grades give the nDCG of 1/3; rel thresholds stay in the
+    qrels' own units (0.5 is below rel=1); scale-dependent measures are refused."""
+    from rerankforge.eval import evaluate
+
+    run = {"q1": [("d3", 3.0), ("d1", 2.0), ("d2", 1.0)]}
+    frac = evaluate({"q1": {"d1": 0.5, "d2": 1.5}}, run, ("nDCG@10", "R@100", "RR@10"))
+    ints = evaluate({"q1": {"d1": 1, "d2": 3}}, run, ("nDCG@10",))
+    assert frac["nDCG@10"] == pytest.approx(ints["nDCG@10"])
+    assert frac["RR@10"] == pytest.approx(1 / 3)  # only d2 (1.5) is relevant at rel >= 1
+    assert frac["R@100"] == 1.0
+    with pytest.raises(ConfigError, match="fractional grades"):
+        evaluate({"q1": {"d1": 0.5}}, run, ("ERR@10",))

@@ -20,7 +20,7 @@ def read_run(
 ) -> Run:
     """Read a TREC run. Each query's list is sorted by score (descending), ties by rank.
 
-    Wrong field counts, non-numeric rank/score, a document listed twice for one query and (when
+    Wrong field counts, non-numeric rank/score, a score that is NaN or infinite, a document listed twice for one query and (when
     ``queries``/``corpus`` are given) unknown ids raise :class:`DataFormatError` naming the line.
     """
     rows: dict[str, list[tuple[float, int, str]]] = {}
@@ -37,8 +37,9 @@ def read_run(
             score_f = float(score)
         except ValueError:
             raise DataFormatError(path, lineno, f"rank {rank!r} / score {score!r} are not numbers") from None
-        if math.isnan(score_f):
-            raise DataFormatError(path, lineno, "score is NaN")
+        if not math.isfinite(score_f):
+            # inf passes sorting but turns into nan in min-max fusion and score arithmetic
+            raise DataFormatError(path, lineno, f"score {score!r} is not a finite number")
         if queries is not None and qid not in queries:
             raise DataFormatError(path, lineno, f"unknown query id {qid!r}")
         if corpus is not None and did not in corpus:

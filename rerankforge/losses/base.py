@@ -22,6 +22,9 @@ from rerankforge.registry import Registry
 class RankingLoss(nn.Module):
     name: str = ""
     target: str = "labels"
+    #: a group whose labels have no positive (> 0) contributes nothing to this loss (exactly 0 or
+    #: no pair); the trainer skips such groups and refuses data made only of them
+    needs_positive: bool = False
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                 weights: torch.Tensor | None = None) -> torch.Tensor:

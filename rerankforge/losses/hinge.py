@@ -19,6 +19,7 @@ from rerankforge.losses.base import RankingLoss, candidate_weights, mean_over, o
 @register_loss("hinge")
 class PairwiseHinge(RankingLoss):
     target = "labels"
+    needs_positive = True
 
     def __init__(self, margin: float = 1.0):
         super().__init__()

@@ -55,6 +55,7 @@ def _lambdarank(gain: torch.Tensor, discount: torch.Tensor) -> torch.Tensor:
 @register_loss("lambdaloss")
 class LambdaLoss(RankingLoss):
     target = "labels"
+    needs_positive = True
 
     def __init__(self, weighting: str = "ndcgloss2pp", mu: float = 10.0, k: int | None = None, sigma: float = 1.0,
                  eps: float = 1e-10, reduction_log: str = "binary"):

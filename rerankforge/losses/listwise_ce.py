@@ -22,6 +22,7 @@ from rerankforge.losses.base import (RankingLoss, candidate_weights, check_tempe
 @register_loss("listwise_ce")
 class ListwiseSoftmaxCE(RankingLoss):
     target = "labels"
+    needs_positive = True
 
     def __init__(self, temperature: float = 1.0):
         super().__init__()

@@ -28,6 +28,7 @@ from rerankforge.losses.base import (RankingLoss, candidate_weights, check_k, ch
 @register_loss("ranknet")
 class RankNet(RankingLoss):
     target = "labels"
+    needs_positive = True
 
     def __init__(self, sigma: float = 1.0, k: int | None = None, reduction_log: str = "natural"):
         super().__init__()

@@ -34,6 +34,7 @@ from rerankforge.train.budget import TimeBudget
 from rerankforge.train.build import build_model, build_optimizer, build_scheduler
 from rerankforge.train.checkpoint import find_checkpoints, save_checkpoint
 from rerankforge.train.config import TrainConfig
+from rerankforge.train.data_checks import check_groups
 from rerankforge.train.in_batch import InBatchView, check_in_batch
 from rerankforge.utils.io import atomic_save_pretrained, atomic_write, write_json
 
@@ -106,7 +107,9 @@ class Trainer:
         if source.max_groups is not None:
             groups = groups.head(source.max_groups) if hasattr(groups, "head") else groups[: source.max_groups]
         if len(groups) == 0:
-            raise ConfigError(f"no training groups in {data if isinstance(data, (str, Path)) else 'train_data'}")
+            raise ConfigError(f"no training groups in {data if isinstance(data, (str, Path)) else 'train_data'}"
+                              f"{' (the file is empty)' if isinstance(data, (str, Path)) and Path(data).is_file() else ''}")
+        self._source = data
         return groups
 
     def _teacher_scores(self, accelerator: Accelerator, data) -> Path:
@@ -162,8 +165,12 @@ class Trainer:
         if cfg.in_batch_negatives:
             check_in_batch(model)
         groups = self._groups(accelerator)
+        text_of = self._text_of()
+        # Before the first step: a text-less candidate the collection lacks, or groups no loss term
+        # can learn from, would otherwise surface mid-run or train at loss 0 (train/data_checks.py).
+        groups = check_groups(groups, list(self.loss.terms), text_of, self._source)
         dataset = GroupDataset(groups, SamplingConfig(cfg.data.group_size, cfg.data.max_positives, True, cfg.seed),
-                               self._text_of())
+                               text_of)
         loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=EpochShuffle(len(dataset), cfg.seed),
                             collate_fn=GroupCollator(model.tokenize), num_workers=cfg.data.num_workers,
                             # A private generator: creating an iterator must not draw from the global RNG,
