@@ -97,7 +97,13 @@ def save_groups_dataset(groups_or_dataset: Iterable[Group] | Dataset, path: str 
     if path.exists() and not (path.is_dir() and (_is_saved_dataset(path) or not any(path.iterdir()))):
         raise ConfigError(f"{path} exists and is not a saved dataset; refusing to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    work = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    # Deterministic: a save killed before its ``finally`` (SIGKILL) leaves this directory, and the
+    # next save of the same path removes it -- after putting back a previous dataset moved into it.
+    work = path.parent / f".{path.name}.tmp-rerankforge"
+    if work.exists():
+        if (work / "previous").exists() and not path.exists():
+            (work / "previous").rename(path)
+        shutil.rmtree(work)
     work.mkdir()
     try:
         if isinstance(groups_or_dataset, Dataset):

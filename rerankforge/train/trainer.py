@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,8 @@ from rerankforge.losses import WeightedSum, build_loss
 from rerankforge.models.base import Reranker
 from rerankforge.train.budget import TimeBudget
 from rerankforge.train.build import build_model, build_optimizer, build_scheduler
-from rerankforge.train.checkpoint import find_checkpoints, save_checkpoint
+from rerankforge.train.checkpoint import (check_no_pickle, clean_leftovers, is_complete, load_scheduler,
+                                          newest_checkpoint, save_checkpoint)
 from rerankforge.train.config import TrainConfig
 from rerankforge.train.data_checks import check_groups
 from rerankforge.train.in_batch import InBatchView, check_in_batch
@@ -182,17 +184,33 @@ class Trainer:
         # An explicit max_steps wins (validated >= 1); None means epochs decide.
         total_steps = cfg.optim.max_steps if cfg.optim.max_steps is not None else steps_per_epoch * cfg.optim.epochs
         # Not prepared: accelerate would step it once per process; we step once per optimizer step.
+        # Not registered for checkpointing either: accelerate would pickle it and unpickle it on
+        # resume with weights_only=False; its state goes into scheduler.json (train/checkpoint.py).
         scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
-        accelerator.register_for_checkpointing(scheduler)
+        self._scheduler = scheduler
 
         state = {"epoch": 0, "batches_in_epoch": 0, "global_step": 0, "pairs": 0}
+        if accelerator.is_main_process:
+            clean_leftovers(out)
         resume = cfg.resume
         if resume == "auto":
-            found = find_checkpoints(out)
-            resume = str(found[-1]) if found else None
+            found = newest_checkpoint(out)
+            resume = str(found) if found else None
         if resume:
-            accelerator.load_state(resume)
-            state = json.loads((Path(resume) / "trainer_state.json").read_text())
+            resume_path = Path(resume)
+            if not resume_path.is_dir():
+                raise ConfigError(f"resume: checkpoint directory {resume_path} does not exist")
+            if not is_complete(resume_path):
+                raise ConfigError(f"resume: {resume_path} is not a complete checkpoint (no checkpoint-complete.json "
+                                  f"or a file of the wrong size: the run writing it was interrupted)")
+            check_no_pickle(resume_path)
+            try:
+                accelerator.load_state(resume)
+            except pickle.UnpicklingError as err:
+                raise ConfigError(f"{resume_path}: refusing to resume: a state file is not plain data "
+                                  f"({str(err).strip().splitlines()[0][:200] if str(err).strip() else 'unpickling'})") from None
+            state = json.loads((resume_path / "trainer_state.json").read_text())
+            load_scheduler(scheduler, resume_path, state["global_step"])
             accelerator.print(f"resumed from {resume} at step {state['global_step']}")
             # A time budget fitted before the interruption keeps its length (the schedule's state has it too).
             total_steps = state.get("total_steps", total_steps)
@@ -270,14 +288,14 @@ class Trainer:
                         done = True
                         break
                 if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                    save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
+                    save_checkpoint(accelerator, out, state, cfg.keep_checkpoints, self._scheduler)
                 if step >= total_steps:
                     done = True
                     break
             else:
                 state["epoch"], state["batches_in_epoch"] = epoch + 1, 0
                 if not done and epoch + 1 < epochs:
-                    save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
+                    save_checkpoint(accelerator, out, state, cfg.keep_checkpoints, self._scheduler)
         if progress:
             progress.close()
         train_seconds = time.perf_counter() - t_start

@@ -7,7 +7,6 @@ import gzip
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -44,16 +43,29 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
         yield lineno, obj
 
 
+TMP_SUFFIX = ".tmp-rerankforge"
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """The temp name beside ``path`` that every atomic write of ``path`` uses: deterministic, so
+    a write killed before its rename (SIGKILL, power loss: no ``finally`` runs) leaves a file the
+    next write of the same path removes, not an orphan with a random name."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{TMP_SUFFIX}")
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w"):
-    """Write to a temporary file beside ``path`` and rename it into place only on success.
+    """Write to ``temp_path(path)`` and rename it into place only on success.
 
-    A crash or exception leaves the previous file (or nothing) — never half a file.
+    A crash or exception leaves the previous file (or nothing) — never half a file. One path has
+    one writer at a time (the temp name is shared by writers of the same path).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = temp_path(path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # what a killed write of this path left
     try:
         if "b" in mode:
             fh = open(tmp, mode)
@@ -92,7 +104,7 @@ def atomic_save_pretrained(model: Any, path: str | os.PathLike) -> Path:
     path = Path(path)
     tmp = path.parent / f".tmp-{path.name}"
     if tmp.exists():
-        shutil.rmtree(tmp)
+        shutil.rmtree(tmp)  # deterministic name: a killed export of this path left it
     model.save_pretrained(tmp)
     if path.exists():
         shutil.rmtree(path)
