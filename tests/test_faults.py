@@ -275,3 +275,168 @@ def test_fractional_grades_equal_scaled_integer_grades():
     assert frac["R@100"] == 1.0
     with pytest.raises(ConfigError, match="fractional grades"):
         evaluate({"q1": {"d1": 0.5}}, run, ("ERR@10",))
+
+
+# ------------------------------------------------------------------- checkpoints: no pickle
+class _Payload:
+    """Unpickling this writes a sentinel file (what a crafted checkpoint would do with os.system)."""
+
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        return (open, (self.sentinel, "w"))
+
+
+@pytest.fixture(scope="module")
+def checkpointed(tmp_path_factory, tiny_bert_dir):
+    """A 3-step run that saved checkpoint-1 and checkpoint-2 (save_every=1)."""
+    from helpers import make_groups
+    from rerankforge.train.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("ckpt")
+    groups = make_groups(n=6, size=4)
+    cfg = _train_cfg(root, tiny_bert_dir, "optim.max_steps=3", "optim.batch_size=2", "save_every=1",
+                     "keep_checkpoints=5")
+    Trainer(train_data=groups, args=cfg).train()
+    return root / "out", groups
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _resume(tmp_path, tiny_bert_dir, groups, out, resume):
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    from rerankforge.train.trainer import Trainer
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+    cfg = _train_cfg(tmp_path, tiny_bert_dir, f"output_dir={out}", "optim.max_steps=3", "optim.batch_size=2",
+                     "save_every=1", "keep_checkpoints=5", f"resume={resume}")
+    return Trainer(train_data=groups, args=cfg).train()
+
+
+def _refresh_marker(ckpt):
+    from rerankforge.train.checkpoint import MARKER
+
+    marker = json.loads((ckpt / MARKER).read_text())
+    marker["files"] = {name: (ckpt / name).stat().st_size for name in marker["files"]}
+    (ckpt / MARKER).write_text(json.dumps(marker))
+
+
+def test_checkpoint_holds_no_pickle_of_objects(checkpointed):
+    out, _ = checkpointed
+    ckpt = out / "checkpoint-2"
+    names = {p.name for p in ckpt.iterdir()}
+    assert {"scheduler.json", "trainer_state.json", "checkpoint-complete.json", "model.safetensors"} <= names
+    assert not any(n.startswith("custom_checkpoint") for n in names)
+    assert json.loads((ckpt / "scheduler.json").read_text())["last_epoch"] == 2
+
+
+@pytest.mark.parametrize("target", ["custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin"])
+def test_crafted_checkpoint_payload_never_runs(tmp_path, tiny_bert_dir, checkpointed, target):
+    """accelerate loaded custom_checkpoint_0.pkl (the registered scheduler) with weights_only=False:
+    a crafted checkpoint ran its payload on resume=PATH. Now the file is refused by name, and the
+    other torch files only ever load as plain data."""
+    import torch
+
+    src, groups = checkpointed
+    out = _copy_run(src, tmp_path / "run")
+    ckpt = out / "checkpoint-2"
+    sentinel = tmp_path / "PWNED"
+    torch.save({"step": 0, "random_state": _Payload(sentinel)}, ckpt / target)
+    _refresh_marker(ckpt)  # an attacker would write a matching marker
+    with pytest.raises(ConfigError, match=rf"{ckpt}.*refusing to resume"):
+        _resume(tmp_path, tiny_bert_dir, groups, out, ckpt)
+    assert not sentinel.exists()
+
+
+# --------------------------------------------------------------- checkpoints: completeness
+def test_resume_auto_falls_back_to_newest_complete_checkpoint(tmp_path, tiny_bert_dir, checkpointed, caplog):
+    from rerankforge.train.checkpoint import MARKER, find_checkpoints, newest_checkpoint
+
+    src, groups = checkpointed
+    out = _copy_run(src, tmp_path / "run")
+    (out / "checkpoint-2" / MARKER).unlink()  # killed before the marker: incomplete
+    with caplog.at_level("WARNING"):
+        assert newest_checkpoint(out) == out / "checkpoint-1"
+    assert "skipping incomplete checkpoint(s) checkpoint-2" in caplog.text
+    assert find_checkpoints(out) == [out / "checkpoint-1"]
+    with pytest.raises(ConfigError, match="not a complete checkpoint"):
+        _resume(tmp_path, tiny_bert_dir, groups, out, out / "checkpoint-2")
+    (out / ".tmp-checkpoint-3").mkdir()  # what a run killed inside save_state leaves
+    (out / ".tmp-checkpoint-3" / "optimizer.bin").write_bytes(b"half")
+    _resume(tmp_path, tiny_bert_dir, groups, out, "auto")
+    assert json.loads((out / "train_summary.json").read_text())["global_step"] == 3
+    assert not (out / ".tmp-checkpoint-3").exists()
+    assert find_checkpoints(out)[-1] == out / "checkpoint-2"  # rewritten, complete
+
+
+def test_truncated_checkpoint_file_is_incomplete(tmp_path, checkpointed):
+    from rerankforge.train.checkpoint import find_checkpoints
+
+    out = _copy_run(checkpointed[0], tmp_path / "run")
+    with open(out / "checkpoint-2" / "model.safetensors", "r+b") as fh:
+        fh.truncate(100)
+    assert find_checkpoints(out) == [out / "checkpoint-1"]
+
+
+def test_old_checkpoint_survives_a_failed_save(tmp_path, tiny_bert_dir, monkeypatch):
+    """keep_checkpoints=1: the previous checkpoint is deleted only after the new one is in place."""
+    from pathlib import Path
+
+    from helpers import make_groups
+    from rerankforge.train.checkpoint import find_checkpoints
+    from rerankforge.train.trainer import Trainer
+
+    rename = Path.rename
+
+    def failing(self, target):
+        if self.name == ".tmp-checkpoint-2":
+            raise OSError("disk full")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    cfg = _train_cfg(tmp_path, tiny_bert_dir, "optim.max_steps=3", "optim.batch_size=2", "save_every=1",
+                     "keep_checkpoints=1")
+    with pytest.raises(OSError, match="disk full"):
+        Trainer(train_data=make_groups(n=6, size=4), args=cfg).train()
+    assert find_checkpoints(tmp_path / "out") == [tmp_path / "out" / "checkpoint-1"]
+
+
+def test_atomic_write_leftover_is_removed_by_the_next_write(tmp_path):
+    from rerankforge.utils.io import atomic_write, temp_path
+
+    target = tmp_path / "labels.jsonl"
+    temp_path(target).write_text("half of a killed write")
+    with atomic_write(target) as fh:
+        fh.write("ok\n")
+    assert target.read_text() == "ok\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.jsonl"]
+
+
+def test_atomic_write_temp_name_is_deterministic_under_sigkill(tmp_path):
+    """SIGKILL inside the write (no finally runs): the temp file has the documented name."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "out.jsonl"
+    code = ("import os, signal, sys\nfrom rerankforge.utils.io import atomic_write\n"
+            f"with atomic_write({str(target)!r}) as fh:\n    fh.write('x' * 1000); fh.flush()\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=os.getcwd())
+    assert proc.returncode == -signal.SIGKILL
+    assert [p.name for p in tmp_path.iterdir()] == [".out.jsonl.tmp-rerankforge"]
+    from rerankforge.utils.io import atomic_write
+
+    with atomic_write(target) as fh:
+        fh.write("done")
+    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
