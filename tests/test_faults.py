@@ -440,3 +440,172 @@ def test_atomic_write_temp_name_is_deterministic_under_sigkill(tmp_path):
     with atomic_write(target) as fh:
         fh.write("done")
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+# ------------------------------------------------------------------ LLM API: dead endpoints
+class FaultServer:
+    """A chat-completions endpoint on 127.0.0.1 whose behaviour is switched while a job runs:
+    ``ok`` answers grade 2, ``hang`` answers after ``hang_s``, ``reset`` closes the connection
+    without a reply, ``401``/``403``/``500`` reply with that status."""
+
+    def __init__(self, hang_s=1.0, port=0):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.mode, self.hang_s, self.requests, self.prompts = "ok", hang_s, 0, []
+        self.lock = threading.Lock()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                import time
+
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with owner.lock:
+                    owner.requests += 1
+                    owner.prompts.append(body["messages"][0]["content"])
+                mode = owner.mode
+                if mode == "reset":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if mode == "hang":
+                    time.sleep(owner.hang_s)
+                if mode in ("401", "403", "500"):
+                    self.send_response(int(mode))
+                    self.end_headers()
+                    self.wfile.write(b'{"error": "no"}')
+                    return
+                data = json.dumps({"choices": [{"message": {"content": "##final score: 2"}}]}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.handle_error = lambda request, address: None
+        self.port = self.httpd.server_port
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.closed = False
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _api_groups(path, n_queries=6, per_query=4):
+    from rerankforge.data.groups import Candidate, Group, write_groups
+
+    write_groups(path, [Group(f"q{i}", f"query {i}", [Candidate(f"d{i}-{j}", f"passage {i} {j}")
+                                                     for j in range(per_query)]) for i in range(n_queries)])
+    return path
+
+
+def _api_labeler(url, cache, prompt=None, timeout=0.3, failures=3, concurrency=2):
+    from rerankforge.labels.api import UMBRELA_PROMPT, APILabeler, ChatClient, JudgmentCache
+
+    client = ChatClient(url, "judge", api_key="sk-test", timeout=timeout, max_retries=3, backoff_base=0.01,
+                        backoff_max=0.02, max_consecutive_failures=failures)
+    return APILabeler(client, JudgmentCache(cache), prompt or UMBRELA_PROMPT, concurrency=concurrency)
+
+
+@pytest.mark.parametrize("fault", ["reset", "hang", "401", "403", "refused"])
+def test_api_circuit_breaker_stops_and_keeps_progress(tmp_path, fault):
+    """Before: a dead/hung/401 endpoint was tried for every pair (timeout x attempts each). Now the
+    job stops after 3 consecutive connection failures/timeouts or the first 401/403, with a
+    message; the batch labelled before the fault is kept and a rerun resumes without re-sending."""
+    import time
+
+    from rerankforge.data.groups import read_groups
+    from rerankforge.labels import partial_path, run_label_job
+    from rerankforge.labels.api import EndpointDown
+
+    groups, out = _api_groups(tmp_path / "g.jsonl"), tmp_path / "o.jsonl"
+    with FaultServer() as server:
+        def after_batch(b, n):
+            if fault == "refused":
+                server.close()  # nothing listens on the port any more
+            else:
+                server.mode = fault
+
+        t0 = time.perf_counter()
+        with pytest.raises(EndpointDown) as err:
+            run_label_job(_api_labeler(server.url, tmp_path / "c.sqlite"), groups, out, batch_queries=2,
+                          progress=False, after_batch=after_batch)
+        elapsed = time.perf_counter() - t0
+        after_fault = server.requests - 8
+        msg = str(err.value)
+        assert "rerun the same command to resume" in msg
+        if fault in ("401", "403"):
+            assert f"HTTP {fault}" in msg and "API key" in msg
+            assert after_fault <= 2  # one per thread in flight; never retried
+        else:
+            assert "3 consecutive connection failures or timeouts" in msg
+            assert after_fault <= 3 + 2  # threshold + requests already in flight
+        assert elapsed < 8, elapsed  # 16 pairs x 4 attempts x 0.3 s would be ~19 s
+        assert not out.exists()
+        assert sum(1 for _ in open(partial_path(out))) == 1 + 2  # header + the 2 queries of batch 0
+    # the endpoint is back (same URL: the job's settings and so its resume fingerprint are unchanged)
+    with FaultServer(port=server.port) as healthy:
+        summary = run_label_job(_api_labeler(healthy.url, tmp_path / "c.sqlite"), groups, out, batch_queries=2,
+                                progress=False)
+        assert summary.resumed == 2 and summary.failed_pairs == 0
+        assert healthy.requests == 16  # batch 0's 8 pairs are not sent again
+    assert all(c.label == 2.0 for g in read_groups(out) for c in g.candidates)
+
+
+def test_api_500s_are_not_a_dead_endpoint(tmp_path):
+    """HTTP replies (even 500s) reset the breaker: a failing pair is reported, the job goes on."""
+    from rerankforge.labels import run_label_job
+
+    groups, out = _api_groups(tmp_path / "g.jsonl", n_queries=2, per_query=3), tmp_path / "o.jsonl"
+    with FaultServer() as server:
+        server.mode = "500"
+        summary = run_label_job(_api_labeler(server.url, tmp_path / "c.sqlite", failures=2), groups, out,
+                                progress=False)
+    assert summary.failed_pairs == 6 and server.requests == 6 * 4
+
+
+def test_api_prompt_with_literal_braces(tmp_path):
+    """A prompt showing JSON ({"score": 2}) crashed str.format with KeyError."""
+    from rerankforge.data.groups import read_groups
+    from rerankforge.labels import run_label_job
+    from rerankforge.labels.api import render_prompt
+
+    prompt = ('Answer as {"score": N} and then ##final score: N.\nQuery: {query}\nPassage: {passage}\n'
+              'Example: {"score": 2} {unknown}')
+    groups, out = _api_groups(tmp_path / "g.jsonl", n_queries=1, per_query=2), tmp_path / "o.jsonl"
+    with FaultServer() as server:
+        run_label_job(_api_labeler(server.url, tmp_path / "c.sqlite", prompt=prompt), groups, out, progress=False)
+    assert [c.label for g in read_groups(out) for c in g.candidates] == [2.0, 2.0]
+    assert server.prompts[0].startswith('Answer as {"score": N}') and "Query: query 0\nPassage: passage 0" in \
+        server.prompts[0] and server.prompts[0].endswith('{"score": 2} {unknown}')
+    # one pass: a query that contains a placeholder is not substituted again
+    assert render_prompt("{query}|{passage}", query="{passage}", passage="p") == "{passage}|p"
+
+
+def test_api_config_validation():
+    from rerankforge.labels.config import APIConfig
+
+    base = ["groups=g.jsonl", "out=o.jsonl"]
+    for override, msg in (("max_consecutive_failures=0", "max_consecutive_failures must be >= 1"),
+                          ("concurrency=0", "concurrency must be >= 1"), ("timeout=0", "timeout must be > 0")):
+        with pytest.raises(ConfigError, match=msg):
+            load_config(APIConfig, None, [*base, override])

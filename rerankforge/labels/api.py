@@ -10,6 +10,16 @@ Only the standard library is used (``urllib`` + a thread pool). Every parsed jud
 in an SQLite cache keyed by a hash of (endpoint model, messages, sampling parameters) before it
 is used, so a rerun, or a resumed job, never sends a request that already got an answer.
 Failures are never cached.
+
+A circuit breaker ends the job when the endpoint is down rather than trying every pair
+(``timeout x attempts`` each): after ``max_consecutive_failures`` connection failures or
+timeouts in a row (across all threads; any HTTP reply, even a 500, resets the count), or at the
+first 401/403 (a bad key fails every request alike). The job stops with :class:`EndpointDown`;
+every answer received so far is in the cache and every finished batch in the partial file, so
+rerunning the same command resumes without re-sending anything that was answered.
+
+Prompts are templates with ``{query}`` and ``{passage}`` placeholders; every other brace is
+literal text (``{"score": 2}`` needs no escaping).
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rerankforge.data.groups import Group
-from rerankforge.errors import ConfigError
+from rerankforge.errors import ConfigError, RerankforgeError
 from rerankforge.labels.job import Labeler, QueryLabels
 
 log = logging.getLogger(__name__)
@@ -116,6 +126,61 @@ class RetryableError(Exception):
     pass
 
 
+class ConnectionFailure(RetryableError):
+    """No HTTP reply at all (refused, reset, timed out): what the circuit breaker counts."""
+
+
+class AuthError(RuntimeError):
+    """401/403: every other request would fail the same way."""
+
+
+class EndpointDown(RerankforgeError):
+    """The circuit breaker opened: the job stops (resumable)."""
+
+
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def render_prompt(template: str, **values: str) -> str:
+    """``template`` with ``{name}`` replaced by ``values[name]`` for the names given, in one pass
+    (a query containing ``{passage}`` stays as it is); all other braces are literal, unlike
+    ``str.format``, which fails on a prompt showing JSON such as ``{"score": 2}``."""
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
+
+
+class CircuitBreaker:
+    """Opens after ``threshold`` consecutive connection failures / timeouts, or at once on
+    :meth:`trip`; thread-safe. ``check()`` raises :class:`EndpointDown` once open."""
+
+    def __init__(self, threshold: int = 5, where: str = ""):
+        if threshold < 1:
+            raise ConfigError(f"max_consecutive_failures must be >= 1, got {threshold}")
+        self.threshold, self.where = threshold, where
+        self._lock = threading.Lock()
+        self.consecutive = 0
+        self.reason: str | None = None
+
+    def check(self) -> None:
+        if self.reason is not None:
+            raise EndpointDown(self.reason)
+
+    def success(self) -> None:
+        with self._lock:
+            self.consecutive = 0
+
+    def failure(self, detail: str) -> None:
+        with self._lock:
+            self.consecutive += 1
+            if self.consecutive >= self.threshold and self.reason is None:
+                self.reason = (f"{self.where}: {self.consecutive} consecutive connection failures or timeouts "
+                               f"(last: {detail})")
+
+    def trip(self, detail: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = f"{self.where}: {detail} (check the API key and --api-key-env)"
+
+
 @dataclass
 class ChatClient:
     """POST ``{base_url}/chat/completions``; retries 429, 5xx, timeouts, connection errors and
@@ -132,6 +197,10 @@ class ChatClient:
     temperature: float = 0.0
     max_tokens: int = 64
     seed: int | None = None
+    max_consecutive_failures: int = 5
+
+    def __post_init__(self) -> None:
+        self.breaker = CircuitBreaker(self.max_consecutive_failures, self.base_url)
 
     def payload(self, prompt: str) -> dict:
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
@@ -153,16 +222,22 @@ class ChatClient:
                 raw = resp.read()
         except urllib.error.HTTPError as err:
             detail = err.read()[:200].decode("utf-8", "replace")
+            self.breaker.success()  # the endpoint answered
             if err.code == 429 or err.code >= 500:
                 retry_after = err.headers.get("Retry-After") if err.headers else None
                 raise RetryableError(f"HTTP {err.code}: {detail}", _seconds(retry_after)) from None
+            if err.code in (401, 403):
+                raise AuthError(f"HTTP {err.code}: {detail}") from None
             raise RuntimeError(f"HTTP {err.code}: {detail}") from None
         except (TimeoutError, socket.timeout) as err:
-            raise RetryableError(f"timed out after {self.timeout}s ({err})") from None
+            raise ConnectionFailure(f"timed out after {self.timeout}s ({err})") from None
         except urllib.error.URLError as err:
-            raise RetryableError(f"connection failed: {err.reason}") from None
+            if isinstance(err.reason, (TimeoutError, socket.timeout)):
+                raise ConnectionFailure(f"timed out after {self.timeout}s") from None
+            raise ConnectionFailure(f"connection failed: {err.reason}") from None
         except (ConnectionError, OSError, http.client.HTTPException) as err:
-            raise RetryableError(f"connection failed: {err!r}") from None
+            raise ConnectionFailure(f"connection failed: {err!r}") from None
+        self.breaker.success()
         try:
             return json.loads(raw)["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError):
@@ -175,13 +250,22 @@ class ChatClient:
         time.sleep(delay)
 
     def judge(self, prompt: str) -> tuple[int, str, int]:
-        """(grade, raw answer, attempts); raises RuntimeError when retries are exhausted."""
+        """(grade, raw answer, attempts); raises RuntimeError when retries are exhausted and
+        :class:`EndpointDown` once the circuit breaker is open (also before sending)."""
         body = self.payload(prompt)
         last = ""
         for attempt in range(self.max_retries + 1):
+            self.breaker.check()
             try:
                 answer = self._post(body)
                 return parse_grade(answer), answer, attempt + 1
+            except AuthError as err:
+                self.breaker.trip(str(err))
+                self.breaker.check()
+            except ConnectionFailure as err:
+                last, hint = str(err.args[0]), None
+                self.breaker.failure(last)
+                self.breaker.check()
             except RetryableError as err:
                 last = str(err.args[0])
                 hint = err.args[1] if len(err.args) > 1 else None
@@ -211,6 +295,10 @@ class APILabeler(Labeler):
         for key in ("{query}", "{passage}"):
             if key not in prompt:
                 raise ConfigError(f"the API prompt must contain {key}")
+        unknown = sorted(set(_PLACEHOLDER.findall(prompt)) - {"query", "passage"})
+        if unknown:
+            log.info("API prompt: %s left as literal text (placeholders are {query} and {passage})",
+                     ", ".join(f"{{{u}}}" for u in unknown))
         if field not in ("teacher", "label"):
             raise ConfigError(f"field must be 'teacher' or 'label', got {field!r}")
         if concurrency < 1:
@@ -245,11 +333,18 @@ class APILabeler(Labeler):
         for gi, (g, ts) in enumerate(zip(groups, texts)):
             for c, t in zip(g.candidates, ts):
                 passage = t[: self.max_passage_chars] if self.max_passage_chars else t
-                jobs.append((gi, c.doc_id, self.prompt.format(query=g.query, passage=passage)))
+                jobs.append((gi, c.doc_id, render_prompt(self.prompt, query=g.query, passage=passage)))
         futures = [self.pool.submit(self._one, prompt) for _, _, prompt in jobs]
         results = [QueryLabels({self.field: {}}) for _ in groups]
         for (gi, doc_id, _), fut in zip(jobs, futures):
-            grade, error, counts = fut.result()
+            try:
+                grade, error, counts = fut.result()
+            except EndpointDown as err:
+                for f in futures:
+                    f.cancel()
+                raise EndpointDown(f"label llm-api stopped: {err}. Every answer received so far is kept in "
+                                   f"{self.cache.path} and finished queries in the job's .partial file: rerun the "
+                                   f"same command to resume") from None
             r = results[gi]
             for k, v in counts.items():
                 r.info[k] = r.info.get(k, 0) + v
@@ -262,5 +357,5 @@ class APILabeler(Labeler):
         return results
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.cache.close()

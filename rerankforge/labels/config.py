@@ -99,6 +99,9 @@ class APIConfig(LabelJobConfig):
     concurrency: int = option(8, flag="--concurrency", help="requests in flight")
     timeout: float = option(60.0, flag="--timeout", help="seconds per request")
     max_retries: int = option(5, flag="--max-retries", help="retries per request")
+    #: stop the job after this many connection failures / timeouts in a row (any 401/403 stops at once)
+    max_consecutive_failures: int = option(5, flag="--max-consecutive-failures",
+                                           help="stop after N connection failures or timeouts in a row")
     backoff_base: float = 1.0
     backoff_max: float = 30.0
     temperature: float = 0.0
@@ -106,6 +109,16 @@ class APIConfig(LabelJobConfig):
     seed: Optional[int] = None
     max_passage_chars: Optional[int] = 4000
     cache: Optional[str] = option(None, flag="--cache", help="SQLite cache of answers (default OUT.cache.sqlite)")
+
+    def validate(self) -> None:
+        super().validate()
+        for key in ("concurrency", "max_consecutive_failures"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+        if not self.timeout > 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}")
 
 
 class LabelJob:
@@ -192,7 +205,7 @@ class APIJob(LabelJob):
             raise ConfigError("label llm-api needs --model (or $OPENAI_MODEL)")
         client = ChatClient(base_url, model, os.environ.get(cfg.api_key_env) if cfg.api_key_env else None,
                             cfg.timeout, cfg.max_retries, cfg.backoff_base, cfg.backoff_max, cfg.temperature,
-                            cfg.max_tokens, cfg.seed)
+                            cfg.max_tokens, cfg.seed, cfg.max_consecutive_failures)
         cache = JudgmentCache(cfg.cache or str(Path(cfg.out).with_name(Path(cfg.out).name + ".cache.sqlite")))
         return APILabeler(client, cache, cfg.prompt, cfg.concurrency, cfg.field, cfg.max_passage_chars)
 

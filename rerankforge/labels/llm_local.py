@@ -19,6 +19,7 @@ import torch
 
 from rerankforge.data.groups import Group
 from rerankforge.errors import ConfigError
+from rerankforge.labels.api import render_prompt
 from rerankforge.labels.job import Labeler, QueryLabels, dir_stamp
 from rerankforge.labels.listwise import SlidingState, initial_order, rank_targets, window_starts
 from rerankforge.models.tokens import single_token_id
@@ -150,7 +151,7 @@ class PointwiseLLMLabeler(Labeler):
                 "bf16": self.lm.autocast or self.lm.model.dtype == torch.bfloat16}
 
     def format(self, query: str, document: str) -> str:
-        return self.lm.render(self.prompt.format(query=query, document=self.lm.truncate(document, self.max_doc_tokens)))
+        return self.lm.render(render_prompt(self.prompt, query=query, document=self.lm.truncate(document, self.max_doc_tokens)))
 
     def p_yes(self, queries: Sequence[str], docs: Sequence[str]) -> torch.Tensor:
         logits = self.lm.next_token_logits([self.format(q, d) for q, d in zip(queries, docs)], self.yes_no,
@@ -199,7 +200,7 @@ class ListwiseLLMLabeler(Labeler):
 
     def format(self, query: str, passages: Sequence[str]) -> str:
         body = "\n".join(f"[{i}] {self.lm.truncate(p, self.max_passage_tokens)}" for i, p in enumerate(passages, 1))
-        return self.lm.render(self.prompt.format(query=query, passages=body, num=len(passages)))
+        return self.lm.render(render_prompt(self.prompt, query=query, passages=body, num=str(len(passages))))
 
     def label(self, groups: Sequence[Group], texts) -> list[QueryLabels]:
         states = []
