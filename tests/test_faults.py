@@ -609,3 +609,18 @@ def test_api_config_validation():
                           ("concurrency=0", "concurrency must be >= 1"), ("timeout=0", "timeout must be > 0")):
         with pytest.raises(ConfigError, match=msg):
             load_config(APIConfig, None, [*base, override])
+
+
+def test_out_under_a_regular_file_is_a_message(tmp_path):
+    from rerankforge.data.trec import write_run
+
+    (tmp_path / "results.trec").write_text("x")
+    with pytest.raises(ConfigError, match=r"cannot create directory .*results.trec/sub: .*results.trec is a file"):
+        write_run(tmp_path / "results.trec" / "sub" / "run.trec", {"q": [("d", 1.0)]})
+
+
+def test_missing_model_directory_is_a_message(tmp_path):
+    from rerankforge.models import load_reranker
+
+    with pytest.raises(FileNotFoundError, match=r"model directory .*runs/nothing/model does not exist"):
+        load_reranker(str(tmp_path / "runs" / "nothing" / "model"))

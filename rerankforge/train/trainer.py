@@ -38,7 +38,7 @@ from rerankforge.train.checkpoint import (check_no_pickle, clean_leftovers, is_c
 from rerankforge.train.config import TrainConfig
 from rerankforge.train.data_checks import check_groups
 from rerankforge.train.in_batch import InBatchView, check_in_batch
-from rerankforge.utils.io import atomic_save_pretrained, atomic_write, write_json
+from rerankforge.utils.io import atomic_save_pretrained, atomic_write, make_dirs, write_json
 
 
 class EpochShuffle(Sampler[int]):
@@ -157,7 +157,7 @@ class Trainer:
         model = self.model if self.model is not None else build_model(cfg.model)
         cfg.model.type = model.model_type or cfg.model.type  # the resolved config records what trained
         if accelerator.is_main_process:
-            out.mkdir(parents=True, exist_ok=True)
+            make_dirs(out)
             with atomic_write(out / "config.yaml") as fh:
                 fh.write(to_yaml(cfg))
         if cfg.report_to:

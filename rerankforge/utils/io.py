@@ -46,6 +46,20 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
 TMP_SUFFIX = ".tmp-rerankforge"
 
 
+def make_dirs(directory: str | os.PathLike) -> Path:
+    """``mkdir -p``; a path component that is a regular file is a :class:`ConfigError` naming
+    it (e.g. ``--out results.trec/run.trec``), not a FileExistsError traceback."""
+    from rerankforge.errors import ConfigError
+
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()), directory)
+        raise ConfigError(f"cannot create directory {directory}: {blocker} is a file") from None
+    return directory
+
+
 def temp_path(path: str | os.PathLike) -> Path:
     """The temp name beside ``path`` that every atomic write of ``path`` uses: deterministic, so
     a write killed before its rename (SIGKILL, power loss: no ``finally`` runs) leaves a file the
@@ -62,7 +76,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w"):
     one writer at a time (the temp name is shared by writers of the same path).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = temp_path(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)  # what a killed write of this path left
@@ -102,6 +116,7 @@ def atomic_save_pretrained(model: Any, path: str | os.PathLike) -> Path:
     import shutil
 
     path = Path(path)
+    make_dirs(path.parent)
     tmp = path.parent / f".tmp-{path.name}"
     if tmp.exists():
         shutil.rmtree(tmp)  # deterministic name: a killed export of this path left it
