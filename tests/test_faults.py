@@ -624,3 +624,63 @@ def test_missing_model_directory_is_a_message(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"model directory .*runs/nothing/model does not exist"):
         load_reranker(str(tmp_path / "runs" / "nothing" / "model"))
+
+
+# ------------------------------------------------------------------------- kill and resume
+_KILL_TRAIN = """
+import os, signal, sys
+sys.path.insert(0, "tests")
+from helpers import make_groups
+import rerankforge.train.checkpoint as ck
+from rerankforge.config import load_config
+from rerankforge.train.config import TrainConfig
+from rerankforge.train.trainer import Trainer
+
+real = ck.write_json
+def write_json(path, obj):
+    # SIGKILL inside the write of checkpoint-4: its files are there, its marker is not
+    if path.name == ck.MARKER and obj["step"] == 4:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, obj)
+ck.write_json = write_json
+cfg = load_config(TrainConfig, None, sys.argv[1:])
+Trainer(train_data=make_groups(n=12, size=4), args=cfg).train()
+"""
+
+
+def test_sigkill_inside_a_checkpoint_write_then_resume_is_exact(tmp_path, tiny_bert_dir):
+    """SIGKILL while checkpoint-4 is written: resume=auto removes the debris, falls back to
+    checkpoint-2 and ends with the weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    from helpers import make_groups
+    from rerankforge.train.trainer import Trainer
+
+    common = [f"model.name_or_path={tiny_bert_dir}", "model.max_length=32", "optim.max_steps=6",
+              "optim.batch_size=2", "save_every=2", "keep_checkpoints=1", "bf16=false", "progress=false",
+              "optim.lr=1e-3"]
+    killed = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", _KILL_TRAIN, f"output_dir={killed}", *common], cwd=os.getcwd(),
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert (killed / ".tmp-checkpoint-4").is_dir() and (killed / "checkpoint-2").is_dir()
+    Trainer(train_data=make_groups(n=12, size=4),
+            args=load_config(TrainConfig, None, [f"output_dir={killed}", "resume=auto", *common])).train()
+    assert not (killed / ".tmp-checkpoint-4").exists()
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+    Trainer(train_data=make_groups(n=12, size=4),
+            args=load_config(TrainConfig, None, [f"output_dir={tmp_path / 'full'}", *common])).train()
+    a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
+    b = load_file(str(killed / "model" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
