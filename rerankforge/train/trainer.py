@@ -201,8 +201,12 @@ class Trainer:
             if not resume_path.is_dir():
                 raise ConfigError(f"resume: checkpoint directory {resume_path} does not exist")
             if not is_complete(resume_path):
+                older = ((resume_path / "custom_checkpoint_0.pkl").exists()
+                         and not (resume_path / "checkpoint-complete.json").exists())
                 raise ConfigError(f"resume: {resume_path} is not a complete checkpoint (no checkpoint-complete.json "
-                                  f"or a file of the wrong size: the run writing it was interrupted)")
+                                  f"or a file of the wrong size: the run writing it was interrupted"
+                                  + (", or an older rerankforge wrote it: those checkpoints pickle the scheduler "
+                                     "and are not loaded" if older else "") + ")")
             check_no_pickle(resume_path)
             try:
                 accelerator.load_state(resume)
