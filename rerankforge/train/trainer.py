@@ -35,7 +35,10 @@ from rerankforge.train.build import build_model, build_optimizer, build_schedule
 from rerankforge.train.checkpoint import find_checkpoints, save_checkpoint
 from rerankforge.train.config import TrainConfig
 from rerankforge.train.in_batch import InBatchView, check_in_batch
-from rerankforge.utils.io import atomic_save_pretrained, atomic_write, write_json
+from rerankforge.train.dev_eval import DevEvaluator
+from rerankforge.train.export import ModelExport
+from rerankforge.train.tracking import build_trackers, log_metrics, mixed_precision, start_tracking, training_record
+from rerankforge.utils.io import atomic_write, write_json
 
 
 class EpochShuffle(Sampler[int]):
@@ -79,9 +82,9 @@ class Trainer:
     def _accelerator(self) -> Accelerator:
         cfg = self.args
         return self.accelerator or Accelerator(
-            mixed_precision="bf16" if cfg.bf16 else "no",
+            mixed_precision=mixed_precision(cfg.bf16),  # an error when accelerate launch says otherwise
             gradient_accumulation_steps=cfg.optim.grad_accum,
-            log_with=list(cfg.report_to) or None,
+            log_with=build_trackers(cfg),
             project_dir=cfg.output_dir,
         )
 
@@ -142,11 +145,12 @@ class Trainer:
         return Collection(collection).corpus.text
 
     # ------------------------------------------------------------------------------ train
-    def train(self) -> Path:
-        """Run the loop and export the final model; returns ``<output_dir>/model``."""
+    def train(self, end_tracking: bool = True) -> Path:
+        """Run the loop and export the final model; returns ``<output_dir>/model``. With
+        ``end_tracking=False`` the trackers stay open (``self.accelerator``) for later metrics."""
         cfg = self.args
         out = Path(cfg.output_dir)
-        accelerator = self._accelerator()
+        accelerator = self.accelerator = self._accelerator()
         set_seed(cfg.seed)
         model = self.model if self.model is not None else build_model(cfg.model)
         cfg.model.type = model.model_type or cfg.model.type  # the resolved config records what trained
@@ -154,10 +158,7 @@ class Trainer:
             out.mkdir(parents=True, exist_ok=True)
             with atomic_write(out / "config.yaml") as fh:
                 fh.write(to_yaml(cfg))
-        if cfg.report_to:
-            from omegaconf import OmegaConf
-
-            accelerator.init_trackers("rerankforge", config=OmegaConf.to_container(OmegaConf.structured(cfg)))
+        start_tracking(accelerator, cfg)
         if cfg.in_batch_negatives:
             check_in_batch(model)
         groups = self._groups(accelerator)
@@ -169,6 +170,10 @@ class Trainer:
                             # or dropout masks after a resume would differ from the uninterrupted run.
                             generator=torch.Generator().manual_seed(cfg.seed))
         optimizer = build_optimizer(model, cfg.optim)
+        export = ModelExport(accelerator, model, cfg)  # before prepare: a sharded model is rebuilt from a copy
+        self.dev, self._dev_step = DevEvaluator.from_config(cfg), None
+        if self.dev is not None and accelerator.is_main_process:
+            self.dev.prepare()  # the dev first stage is retrieved once, before the first step
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
         steps_per_epoch = math.ceil(len(loader) / cfg.optim.grad_accum)
         total_steps = cfg.optim.max_steps or steps_per_epoch * cfg.optim.epochs
@@ -192,13 +197,19 @@ class Trainer:
                           f"mixed precision {accelerator.mixed_precision}")
         summary = self._loop(accelerator, model, optimizer, loader, scheduler, dataset, state, total_steps,
                              steps_per_epoch, out)
-        model_dir = out / "model"
+        if self.dev is not None:
+            if self._dev_step != state["global_step"]:  # the same decision on every process
+                self._evaluate_dev(accelerator, model, state["global_step"])
+            if accelerator.is_main_process:
+                summary["dev"] = self.dev.summary()
+        model_dir = export.save(model, out / "model", best=out / "best" if cfg.dev.export_best else None)
         if accelerator.is_main_process:
-            atomic_save_pretrained(accelerator.unwrap_model(model), model_dir)
             write_json(out / "train_summary.json", summary)
         accelerator.wait_for_everyone()
-        accelerator.end_training()
+        if end_tracking:
+            accelerator.end_training()
         self.model = accelerator.unwrap_model(model)
+        self.global_step = state["global_step"]
         return model_dir
 
     def _loop(self, accelerator, model, optimizer, loader, scheduler, dataset, state, total_steps, steps_per_epoch,
@@ -244,7 +255,7 @@ class Trainer:
                     record = {"step": step, "epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0],
                               "pairs_per_s": rate, **{f"loss/{k}": v for k, v in parts.items()}}
                     history.append(record)
-                    accelerator.log(record, step=step)
+                    accelerator.log(training_record(record), step=step)
                 if progress:
                     progress.update(1)
                     progress.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{rate:.1f}", epoch=epoch)
@@ -260,6 +271,8 @@ class Trainer:
                         state["stopped_by_budget"] = step
                         done = True
                         break
+                if self.dev is not None and step % cfg.dev.every == 0 and step < total_steps:
+                    self._evaluate_dev(accelerator, model, step)
                 if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
                     save_checkpoint(accelerator, out, state, cfg.keep_checkpoints)
                 if step >= total_steps:
@@ -282,6 +295,15 @@ class Trainer:
             summary.update(max_minutes=cfg.optim.max_minutes, fitted_steps=state.get("total_steps"),
                            stopped_by_budget=state.get("stopped_by_budget"))
         return summary
+
+    def _evaluate_dev(self, accelerator, model, step: int) -> None:
+        """The dev evaluation on the main process (the others wait), logged as ``dev/<measure>``."""
+        self._dev_step = step
+        if accelerator.is_main_process:
+            metrics = self.dev(accelerator.unwrap_model(model), step)
+            accelerator.print(f"step {step} dev " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            log_metrics(accelerator, metrics, "dev", step)
+        accelerator.wait_for_everyone()
 
     def _step(self, accelerator, model, optimizer, batch) -> tuple[float, dict[str, float]]:
         cfg = self.args
