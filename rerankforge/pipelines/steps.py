@@ -297,6 +297,12 @@ def train_recipe(cfg) -> dict[str, Any]:
         step = getattr(trainer, "global_step", None)
         log_metrics(trainer.accelerator, report["reranked"], f"eval/{cfg.eval.split}", step)
         log_metrics(trainer.accelerator, report["first_stage"], f"eval/{cfg.eval.split}/first_stage", step)
+    if PartialState().is_main_process:
+        from rerankforge.export.card import write_training_card
+        from rerankforge.export.hub import maybe_push
+
+        write_training_card(cfg, model_dir, evaluation=bool(cfg.eval.collection))
+        result["hub_url"] = maybe_push(model_dir, cfg.card)
     trainer.accelerator.end_training()
     return result
 

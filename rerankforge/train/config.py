@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from rerankforge.config import to_yaml  # noqa: F401  (re-exported for callers)
+from rerankforge.export.card import CardConfig
 from rerankforge.labels.teacher import TeacherScoring
 from rerankforge.mining.config import MineConfig
 from rerankforge.train.tracking import TrackingConfig
@@ -154,6 +155,8 @@ class TrainConfig:
     dev: DevEvalConfig = field(default_factory=DevEvalConfig)
     #: experiment trackers: report_to, project, run_name, entity, tags (rerankforge/train/tracking.py)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    #: model card facts (license, datasets, tags) and push_to_hub (rerankforge/export/card.py)
+    card: CardConfig = field(default_factory=CardConfig)
     #: checkpoint every N optimizer steps (0: at each epoch end only)
     save_every: int = 0
     keep_checkpoints: int = 2

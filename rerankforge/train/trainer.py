@@ -205,6 +205,9 @@ class Trainer:
         model_dir = export.save(model, out / "model", best=out / "best" if cfg.dev.export_best else None)
         if accelerator.is_main_process:
             write_json(out / "train_summary.json", summary)
+            from rerankforge.export.card import write_training_card
+
+            write_training_card(cfg, model_dir, evaluation=False)  # the final evaluation rewrites it
         accelerator.wait_for_everyone()
         if end_tracking:
             accelerator.end_training()
