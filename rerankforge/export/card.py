@@ -267,7 +267,7 @@ def render_card(info: Mapping[str, Any]) -> str:
         front["language"] = list(info["language"])
     if info.get("datasets"):
         front["datasets"] = list(info["datasets"])
-    front["library_name"] = "sentence-transformers" if is_ce or model_type == "colbert" else "rerankforge"
+    front["library_name"] = "sentence-transformers" if is_ce else "PyLate" if model_type == "colbert" else "rerankforge"
     front["pipeline_tag"] = "text-ranking"
     front["tags"] = list(dict.fromkeys(["rerankforge", "reranker", model_type.replace("_", "-"),
                                         *(["ColBERT", "PyLate", "multi-vector"] if model_type == "colbert" else []),

@@ -193,7 +193,8 @@ class Trainer:
             # A time budget fitted before the interruption keeps its length (the schedule's state has it too).
             total_steps = state.get("total_steps", total_steps)
         accelerator.print(f"training {type(accelerator.unwrap_model(model)).__name__} on {len(dataset)} groups: "
-                          f"{total_steps} steps, {accelerator.num_processes} process(es), device {accelerator.device}, "
+                          f"{total_steps} steps, {accelerator.num_processes} process(es) ({accelerator.distributed_type.value}), "
+                          f"device {accelerator.device}, "
                           f"mixed precision {accelerator.mixed_precision}")
         summary = self._loop(accelerator, model, optimizer, loader, scheduler, dataset, state, total_steps,
                              steps_per_epoch, out)
