@@ -289,6 +289,9 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     if not cfg.teacher:
         raise ConfigError("distill: `teacher` (an exported model directory) is not set")
     if not cfg.eval_only:
+        from rerankforge.train.tracking import mixed_precision
+
+        mixed_precision(cfg.train.bf16)  # before the teacher labels anything: the student's training would refuse
         ensure_model(cfg.teacher, cfg.teacher_recipe, "teacher")
     if not Path(cfg.teacher).is_dir():
         raise FileNotFoundError(f"teacher model directory {cfg.teacher} does not exist")

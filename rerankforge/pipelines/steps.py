@@ -279,10 +279,11 @@ def train_recipe(cfg) -> dict[str, Any]:
     then evaluation when ``eval.collection`` is set (``<output_dir>/eval.json``)."""
     from accelerate import PartialState
 
-    from rerankforge.train.tracking import log_metrics
+    from rerankforge.train.tracking import log_metrics, mixed_precision
     from rerankforge.train.trainer import Trainer
     from rerankforge.utils.io import write_json
 
+    mixed_precision(cfg.bf16)  # a conflict with accelerate's setting fails before a recipe trains first
     ensure_model(cfg.model.name_or_path, cfg.model.recipe, "model.name_or_path")
     trainer = Trainer(args=cfg)
     model_dir = trainer.train(end_tracking=False)  # the trackers also get the evaluation below
