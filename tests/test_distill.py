@@ -102,6 +102,12 @@ eval: {{collection: {coll}, split: test, depth: 5, batch_size: 8, chunk_queries:
     assert report["speedup"] == pytest.approx(report["student"]["pairs_per_s"] / report["teacher"]["pairs_per_s"])
     assert report["train"]["global_step"] == 3
     assert report["speedup_median_chunk"] > 0 and report["student"]["pairs_per_s_median_chunk"] > 0
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "model" / "README.md")  # the student's card carries the measured comparison
+    by_metric = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert by_metric["nDCG@10"] == pytest.approx(report["student"]["nDCG@10"], abs=1e-4)
+    assert "## Distillation" in card.text and "rerankforge distill" in card.text
 
     # eval_only re-measures the comparison without touching the trained student
     weights = (out / "model" / "model.safetensors").stat().st_mtime_ns

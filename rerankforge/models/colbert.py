@@ -20,7 +20,13 @@ leading special tokens instead of being typed into the text, because BERT would 
 
 Saved directory: the encoder in HF format (``config.json``, ``model.safetensors``; or a LoRA adapter
 with ``merge_lora=False``), the tokenizer, ``colbert_linear.safetensors`` (the projection) and
-``rerankforge.json`` holding ``ColBERTConfig``.
+``rerankforge.json`` holding ``ColBERTConfig``. A merged export is also a PyLate / sentence-transformers
+multi-vector model (see :func:`write_multivector_layout`): ``modules.json`` (the encoder at the root,
+then ``1_Dense``: the trained projection as a token-level Dense module), ``sentence_bert_config.json``
+and ``config_sentence_transformers.json`` with PyLate's keys (markers as ``query_prefix`` /
+``document_prefix``, ``query_length``, ``document_length``, ``do_query_expansion``,
+``attend_to_expansion_tokens``, ``skiplist_words``), so ``pylate.models.ColBERT(dir)`` and
+``sentence_transformers.MultiVectorEncoder(dir)`` load the trained projection and score like this class.
 """
 
 from __future__ import annotations
@@ -243,6 +249,8 @@ class ColBERT(Reranker):
         extra = save_backbone(self.model, path, merge_lora)
         self.tokenizer.save_pretrained(path)
         save_file({"weight": self.projection.weight.detach().cpu().contiguous()}, str(path / PROJECTION_FILE))
+        if not extra.get("adapter"):  # an adapter alone is no encoder the other libraries could load
+            write_multivector_layout(self, path)
         self.write_meta(path, **asdict(self.colbert_config), **extra)
 
     @classmethod
@@ -390,6 +398,48 @@ class ColBERT(Reranker):
                 out[pair_ids] = maxsim_paired(q_vecs[rows], q_mask[rows], d[local], feats["mask"][local]).cpu().numpy()
         self.train(was_training)
         return out
+
+
+def write_multivector_layout(model: ColBERT, path: Path) -> None:
+    """The files that make ``path`` a PyLate ColBERT and a sentence-transformers multi-vector model.
+
+    The format is PyLate's (a SentenceTransformer whose modules are the encoder and a bias-free,
+    identity-activation Dense over token embeddings, with the ColBERT settings as top-level keys of
+    ``config_sentence_transformers.json``, ``model_type: ColBERT``); sentence-transformers >= 6.2
+    reads it as a legacy PyLate save (adding its MultiVectorMask and Normalize modules). Both
+    libraries tokenize like this class: the marker id inserted after [CLS] (PyLate), or the marker
+    as a prompt registered as one special token (sentence-transformers), queries padded with [MASK]
+    to ``query_length`` and scored but not attended to, documents cut at ``max_length``. The
+    skiplist is written as the tokens of this model's own skiplist ids, so both resolve the same ids."""
+    cfg = model.colbert_config
+    weight = model.projection.weight.detach().cpu().float().contiguous()
+    dense = path / "1_Dense"
+    dense.mkdir(exist_ok=True)
+    (dense / "config.json").write_text(json.dumps({"in_features": weight.shape[1], "out_features": weight.shape[0],
+                                                   "bias": False,
+                                                   "activation_function": "torch.nn.modules.linear.Identity"},
+                                                  indent=2))
+    save_file({"linear.weight": weight}, str(dense / "model.safetensors"))
+    (path / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "sentence_transformers.models.Dense"}], indent=2))
+    (path / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": cfg.max_length,
+                                                                "do_lower_case": False}, indent=2))
+    tok = model.tokenizer
+    config = {
+        "model_type": "ColBERT",
+        "prompts": {},
+        "default_prompt_name": None,
+        "similarity_fn_name": "MaxSim",
+        "query_prefix": tok.convert_ids_to_tokens(model.query_marker_id),
+        "document_prefix": tok.convert_ids_to_tokens(model.doc_marker_id),
+        "query_length": cfg.query_length,
+        "document_length": cfg.max_length,
+        "do_query_expansion": cfg.query_augmentation,
+        "attend_to_expansion_tokens": cfg.attend_to_mask_tokens,
+        "skiplist_words": tok.convert_ids_to_tokens(model.skiplist.tolist()),
+    }
+    (path / "config_sentence_transformers.json").write_text(json.dumps(config, indent=2))
 
 
 def _fresh_parts(path: str, max_length: int = 180, dim: int = 128, query_length: int = 32,

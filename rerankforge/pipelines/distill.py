@@ -289,6 +289,9 @@ def run_distill(cfg: DistillConfig) -> dict[str, Any]:
     if not cfg.teacher:
         raise ConfigError("distill: `teacher` (an exported model directory) is not set")
     if not cfg.eval_only:
+        from rerankforge.train.tracking import mixed_precision
+
+        mixed_precision(cfg.train.bf16)  # before the teacher labels anything: the student's training would refuse
         ensure_model(cfg.teacher, cfg.teacher_recipe, "teacher")
     if not Path(cfg.teacher).is_dir():
         raise FileNotFoundError(f"teacher model directory {cfg.teacher} does not exist")
@@ -419,4 +422,24 @@ def _evaluate_and_report(cfg: DistillConfig, out: Path, teacher, student_dir: Pa
     print(f"student keeps {100 * ordered['retention']['nDCG@10']:.1f}% of the teacher's nDCG@10 at "
           f"{ordered['speedup']:.2f}x its pairs/s (median per-chunk ratio {ordered['speedup_median_chunk']:.2f}x) "
           f"-> {out / 'distill_report.json'}")
+    _write_card(cfg, out, Path(student_dir), ordered, measures)
     return ordered
+
+
+def _write_card(cfg: DistillConfig, out: Path, student_dir: Path, report: dict[str, Any], measures) -> None:
+    """The student's card: the training facts of its run plus the teacher/student comparison."""
+    from rerankforge.config import command_line
+    from rerankforge.export.card import card_info_from_output_dir, write_model_card
+    from rerankforge.export.hub import maybe_push
+
+    if not (out / "config.yaml").exists():
+        return
+    info = card_info_from_output_dir(out, command_line("distill", cfg))
+    info.pop("evaluation", None)  # distill evaluates in distill_report.json, not eval.json
+    keep = [*measures, "pairs_per_s", "layers", "parameters"]
+    info["distillation"] = {"collection": cfg.eval.collection, "split": cfg.eval.split, "depth": cfg.eval.depth,
+                            "teacher_model": str(cfg.teacher),
+                            "teacher": {k: report["teacher"].get(k) for k in keep},
+                            "student": {k: report["student"].get(k) for k in keep}}
+    write_model_card(student_dir, info)
+    maybe_push(student_dir, cfg.train.card)

@@ -279,11 +279,14 @@ def train_recipe(cfg) -> dict[str, Any]:
     then evaluation when ``eval.collection`` is set (``<output_dir>/eval.json``)."""
     from accelerate import PartialState
 
-    from rerankforge.train import train
+    from rerankforge.train.tracking import log_metrics, mixed_precision
+    from rerankforge.train.trainer import Trainer
     from rerankforge.utils.io import write_json
 
+    mixed_precision(cfg.bf16)  # a conflict with accelerate's setting fails before a recipe trains first
     ensure_model(cfg.model.name_or_path, cfg.model.recipe, "model.name_or_path")
-    model_dir = train(cfg)
+    trainer = Trainer(args=cfg)
+    model_dir = trainer.train(end_tracking=False)  # the trackers also get the evaluation below
     result: dict[str, Any] = {"model_dir": str(model_dir)}
     if cfg.eval.collection and PartialState().is_main_process:
         report = evaluate_reranker(model_dir, cfg.eval.collection, cfg.eval.split, cfg.eval.run, cfg.eval.depth,
@@ -292,6 +295,16 @@ def train_recipe(cfg) -> dict[str, Any]:
         report.pop("_runs")
         write_json(Path(cfg.output_dir) / "eval.json", report)
         result["eval"] = report
+        step = getattr(trainer, "global_step", None)
+        log_metrics(trainer.accelerator, report["reranked"], f"eval/{cfg.eval.split}", step)
+        log_metrics(trainer.accelerator, report["first_stage"], f"eval/{cfg.eval.split}/first_stage", step)
+    if PartialState().is_main_process:
+        from rerankforge.export.card import write_training_card
+        from rerankforge.export.hub import maybe_push
+
+        write_training_card(cfg, model_dir, evaluation=bool(cfg.eval.collection))
+        result["hub_url"] = maybe_push(model_dir, cfg.card)
+    trainer.accelerator.end_training()
     return result
 
 

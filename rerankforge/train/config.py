@@ -14,8 +14,10 @@ from typing import Any, Optional
 
 from rerankforge.config import to_yaml  # noqa: F401  (re-exported for callers)
 from rerankforge.errors import ConfigError
+from rerankforge.export.card import CardConfig
 from rerankforge.labels.teacher import TeacherScoring
 from rerankforge.mining.config import MineConfig
+from rerankforge.train.tracking import TrackingConfig
 
 #: ``optim.schedule`` values: transformers' ``get_scheduler`` names that need no extra arguments
 SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
@@ -160,6 +162,46 @@ class EvalConfig:
 
 
 @dataclass
+class DevEvalConfig:
+    """Evaluation during training, on queries that are not test queries: a judged dev split, or
+    the train queries that ``data.mine.holdout_queries`` kept out of the training groups."""
+
+    #: evaluate every N optimizer steps and at the end of training (0: off)
+    every: int = 0
+    #: BEIR collection (null: data.collection, else data.mine.collection)
+    collection: Optional[str] = None
+    #: a judged split other than the test split (dev, or train with holdout: true)
+    split: str = "dev"
+    #: evaluate on the queries held out from mining (data.mine.holdout_queries of data.mine.split)
+    holdout: bool = False
+    #: first-stage TREC run to rerank (null: BM25 top-depth, retrieved once before training)
+    run: Optional[str] = None
+    depth: int = 30
+    #: the measure that picks the best checkpoint; measures are logged as dev/<measure>
+    metric: str = "nDCG@10"
+    measures: list[str] = field(default_factory=lambda: ["nDCG@10", "RR@10"])
+    max_queries: Optional[int] = 50
+    batch_size: int = 64
+    #: keep the best model so far (by metric) in <output_dir>/best
+    keep_best: bool = True
+    #: export the best model (not the last) as <output_dir>/model
+    export_best: bool = False
+
+    def validate(self) -> None:
+        from rerankforge.errors import ConfigError
+
+        if self.every < 0:
+            raise ConfigError(f"every must be >= 0 (0: off), got {self.every}")
+        if self.split == "test" and not self.holdout:
+            raise ConfigError("split: test: evaluation during training picks checkpoints, so it must not see test "
+                              "judgments; use a dev split or split: train with holdout: true")
+        if self.metric not in self.measures:
+            self.measures = [self.metric, *self.measures]
+        if self.export_best and not self.keep_best:
+            raise ConfigError("export_best needs keep_best: true")
+
+
+@dataclass
 class TrainConfig:
     output_dir: str = "runs/default"
     seed: int = 42
@@ -173,13 +215,19 @@ class TrainConfig:
     in_batch_negatives: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    #: evaluation during training (dev split or held-out train queries) and the best checkpoint
+    dev: DevEvalConfig = field(default_factory=DevEvalConfig)
+    #: experiment trackers: report_to, project, run_name, entity, tags (rerankforge/train/tracking.py)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    #: model card facts (license, datasets, tags) and push_to_hub (rerankforge/export/card.py)
+    card: CardConfig = field(default_factory=CardConfig)
     #: checkpoint every N optimizer steps (0: at each epoch end only)
     save_every: int = 0
     keep_checkpoints: int = 2
     log_every: int = 10
     #: "auto" resumes from the newest checkpoint in output_dir, or a checkpoint path
     resume: Optional[str] = None
-    #: accelerate trackers, e.g. ["wandb"] or ["tensorboard"]
+    #: accelerate trackers, e.g. ["wandb"] or ["tensorboard"] (same as tracking.report_to, kept for older configs)
     report_to: list[str] = field(default_factory=list)
     progress: bool = True
     #: write ranks/rank-N.json with the query ids each process trained on and a parameter

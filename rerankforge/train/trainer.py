@@ -38,7 +38,10 @@ from rerankforge.train.checkpoint import (check_no_pickle, clean_leftovers, is_c
 from rerankforge.train.config import TrainConfig
 from rerankforge.train.data_checks import check_groups
 from rerankforge.train.in_batch import InBatchView, check_in_batch
-from rerankforge.utils.io import atomic_save_pretrained, atomic_write, make_dirs, write_json
+from rerankforge.train.dev_eval import DevEvaluator
+from rerankforge.train.export import ModelExport
+from rerankforge.train.tracking import build_trackers, log_metrics, mixed_precision, start_tracking, training_record
+from rerankforge.utils.io import atomic_write, make_dirs, write_json
 
 
 class EpochShuffle(Sampler[int]):
@@ -83,9 +86,9 @@ class Trainer:
     def _accelerator(self) -> Accelerator:
         cfg = self.args
         return self.accelerator or Accelerator(
-            mixed_precision="bf16" if cfg.bf16 else "no",
+            mixed_precision=mixed_precision(cfg.bf16),  # an error when accelerate launch says otherwise
             gradient_accumulation_steps=cfg.optim.grad_accum,
-            log_with=list(cfg.report_to) or None,
+            log_with=build_trackers(cfg),
             project_dir=cfg.output_dir,
         )
 
@@ -148,22 +151,21 @@ class Trainer:
         return Collection(collection).corpus.text
 
     # ------------------------------------------------------------------------------ train
-    def train(self) -> Path:
-        """Run the loop and export the final model; returns ``<output_dir>/model``."""
+    def train(self, end_tracking: bool = True) -> Path:
+        """Run the loop and export the final model; returns ``<output_dir>/model``. With
+        ``end_tracking=False`` the trackers stay open (``self.accelerator``) for later metrics."""
         cfg = self.args
         out = Path(cfg.output_dir)
-        accelerator = self._accelerator()
+        accelerator = self.accelerator = self._accelerator()
         set_seed(cfg.seed)
+        self._given_base = given_base_model(self.model) if self.model is not None else None
         model = self.model if self.model is not None else build_model(cfg.model)
         cfg.model.type = model.model_type or cfg.model.type  # the resolved config records what trained
         if accelerator.is_main_process:
             make_dirs(out)
             with atomic_write(out / "config.yaml") as fh:
                 fh.write(to_yaml(cfg))
-        if cfg.report_to:
-            from omegaconf import OmegaConf
-
-            accelerator.init_trackers("rerankforge", config=OmegaConf.to_container(OmegaConf.structured(cfg)))
+        start_tracking(accelerator, cfg)
         if cfg.in_batch_negatives:
             check_in_batch(model)
         groups = self._groups(accelerator)
@@ -179,6 +181,10 @@ class Trainer:
                             # or dropout masks after a resume would differ from the uninterrupted run.
                             generator=torch.Generator().manual_seed(cfg.seed))
         optimizer = build_optimizer(model, cfg.optim)
+        export = ModelExport(accelerator, model, cfg)  # before prepare: a sharded model is rebuilt from a copy
+        self.dev, self._dev_step = DevEvaluator.from_config(cfg), None
+        if self.dev is not None and accelerator.is_main_process:
+            self.dev.prepare()  # the dev first stage is retrieved once, before the first step
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
         steps_per_epoch = math.ceil(len(loader) / cfg.optim.grad_accum)
         # An explicit max_steps wins (validated >= 1); None means epochs decide.
@@ -219,17 +225,28 @@ class Trainer:
             # A time budget fitted before the interruption keeps its length (the schedule's state has it too).
             total_steps = state.get("total_steps", total_steps)
         accelerator.print(f"training {type(accelerator.unwrap_model(model)).__name__} on {len(dataset)} groups: "
-                          f"{total_steps} steps, {accelerator.num_processes} process(es), device {accelerator.device}, "
+                          f"{total_steps} steps, {accelerator.num_processes} process(es) ({accelerator.distributed_type.value}), "
+                          f"device {accelerator.device}, "
                           f"mixed precision {accelerator.mixed_precision}")
         summary = self._loop(accelerator, model, optimizer, loader, scheduler, dataset, state, total_steps,
                              steps_per_epoch, out)
-        model_dir = out / "model"
+        if self.dev is not None:
+            if self._dev_step != state["global_step"]:  # the same decision on every process
+                self._evaluate_dev(accelerator, model, state["global_step"])
+            if accelerator.is_main_process:
+                summary["dev"] = self.dev.summary()
+        model_dir = export.save(model, out / "model", best=out / "best" if self.dev and cfg.dev.export_best else None)
         if accelerator.is_main_process:
-            atomic_save_pretrained(accelerator.unwrap_model(model), model_dir)
             write_json(out / "train_summary.json", summary)
+            from rerankforge.export.card import write_training_card
+
+            write_training_card(cfg, model_dir, evaluation=False,  # the final evaluation rewrites it
+                                extra=self._given_base if self._given_base is not None else None)
         accelerator.wait_for_everyone()
-        accelerator.end_training()
+        if end_tracking:
+            accelerator.end_training()
         self.model = accelerator.unwrap_model(model)
+        self.global_step = state["global_step"]
         return model_dir
 
     def _loop(self, accelerator, model, optimizer, loader, scheduler, dataset, state, total_steps, steps_per_epoch,
@@ -275,7 +292,7 @@ class Trainer:
                     record = {"step": step, "epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0],
                               "pairs_per_s": rate, **{f"loss/{k}": v for k, v in parts.items()}}
                     history.append(record)
-                    accelerator.log(record, step=step)
+                    accelerator.log(training_record(record), step=step)
                 if progress:
                     progress.update(1)
                     progress.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{rate:.1f}", epoch=epoch)
@@ -291,6 +308,8 @@ class Trainer:
                         state["stopped_by_budget"] = step
                         done = True
                         break
+                if self.dev is not None and step % cfg.dev.every == 0 and step < total_steps:
+                    self._evaluate_dev(accelerator, model, step)
                 if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
                     save_checkpoint(accelerator, out, state, cfg.keep_checkpoints, self._scheduler)
                 if step >= total_steps:
@@ -314,6 +333,15 @@ class Trainer:
                            stopped_by_budget=state.get("stopped_by_budget"))
         return summary
 
+    def _evaluate_dev(self, accelerator, model, step: int) -> None:
+        """The dev evaluation on the main process (the others wait), logged as ``dev/<measure>``."""
+        self._dev_step = step
+        if accelerator.is_main_process:
+            metrics = self.dev(accelerator.unwrap_model(model), step)
+            accelerator.print(f"step {step} dev " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            log_metrics(accelerator, metrics, "dev", step)
+        accelerator.wait_for_everyone()
+
     def _step(self, accelerator, model, optimizer, batch) -> tuple[float, dict[str, float]]:
         cfg = self.args
         with accelerator.accumulate(model):
@@ -330,6 +358,17 @@ class Trainer:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return float(loss.detach()), parts
+
+
+def given_base_model(model) -> dict[str, Any]:
+    """The card's base model of a model handed to the Trainer (its config says where it was
+    loaded from; ``model.name_or_path`` of the training config does not describe it)."""
+    from rerankforge.export.card import base_model_id, describe_base_model
+
+    inner = getattr(model, "model", None)
+    inner = getattr(inner, "base_model", inner) if type(inner).__name__.startswith("Peft") else inner
+    name = getattr(getattr(inner, "config", None), "_name_or_path", None) or None
+    return {"base_model": describe_base_model(name) if name else "—", "base_model_id": base_model_id(name) if name else None}
 
 
 def train(cfg: TrainConfig, accelerator: Accelerator | None = None) -> Path:
