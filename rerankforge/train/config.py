@@ -15,6 +15,7 @@ from typing import Any, Optional
 from rerankforge.config import to_yaml  # noqa: F401  (re-exported for callers)
 from rerankforge.labels.teacher import TeacherScoring
 from rerankforge.mining.config import MineConfig
+from rerankforge.train.collapse import CollapseConfig
 
 
 @dataclass
@@ -108,6 +109,11 @@ class TrainConfig:
     #: processes (late-interaction models, e.g. colbert)
     in_batch_negatives: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
+    #: collapse guard thresholds (train/collapse.py): constant scores with the loss at its
+    #: uniform-score value for several logging windows warn and are recorded in train_summary.json
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
+    #: end training once the run has collapsed (the model is still saved)
+    stop_on_collapse: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
     #: checkpoint every N optimizer steps (0: at each epoch end only)
     save_every: int = 0
