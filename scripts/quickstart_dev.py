@@ -31,9 +31,10 @@ def dev_collection(dst: Path, n_dev: int, seed: int) -> Path:
     dev = set(qids[:n_dev])
     (dst / "qrels").mkdir(parents=True, exist_ok=True)
     for name in ("corpus.jsonl", "queries.jsonl"):
-        link = dst / name
+        target = collection_file(src.root, name)  # may be NAME.gz: the link keeps its name
+        link = dst / target.name
         if not link.exists():
-            os.symlink(collection_file(src.root, name).resolve(), link)
+            os.symlink(target.resolve(), link)
     for split, keep in (("train", lambda q: q not in dev), ("test", lambda q: q in dev)):
         with open(dst / "qrels" / f"{split}.tsv", "w", newline="") as fh:
             w = csv.writer(fh, delimiter="\t", lineterminator="\n")
