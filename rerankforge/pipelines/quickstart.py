@@ -60,6 +60,7 @@ def run_quickstart(cfg: QuickstartConfig | None = None, out: str | Path | None =
     from rerankforge.rerank import rerank
     from rerankforge.rerank.fusion import choose_alpha, fuse_with_first_stage as fuse
     from rerankforge.train import train
+    from rerankforge.train.collapse import score_spread
     from rerankforge.utils.io import atomic_write, write_json
     from rerankforge.utils.table import metrics_table
 
@@ -128,6 +129,7 @@ def run_quickstart(cfg: QuickstartConfig | None = None, out: str | Path | None =
         "split": cfg.test_split,
         "rerank_depth": cfg.rerank_depth,
         "rerank_speed": {"pairs": stats.pairs, "seconds": round(stats.seconds, 2), "pairs_per_s": stats.pairs_per_s},
+        "score_spread": score_spread(reranked, what="the quickstart's reranker"),
         "train_summary": _train_summary(Path(tcfg.output_dir)),
         "timings_s": timings,
         "total_seconds": round(time.perf_counter() - t0, 1),
@@ -148,4 +150,5 @@ def _train_summary(out: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     data = json.loads(path.read_text())
-    return {k: data[k] for k in ("global_step", "pairs", "train_seconds", "pairs_per_s") if k in data}
+    return {k: data[k] for k in ("global_step", "pairs", "train_seconds", "pairs_per_s", "fitted_steps", "collapse")
+            if k in data}

@@ -333,8 +333,10 @@ def evaluate_reranker(model, collection: CollectionLike, split: str, run: Run | 
     """Rerank the first stage of ``split`` and evaluate both; optionally write runs to ``out_dir``."""
     from rerankforge.models.base import Reranker, load_reranker
     from rerankforge.rerank import rerank
+    from rerankforge.train.collapse import score_spread
 
     collection = Collection.of(collection)
+    label = type(model).__name__ if isinstance(model, Reranker) else str(model)
     if not isinstance(model, Reranker):
         model = load_reranker(model)
     qrels = collection.qrels(split)
@@ -352,6 +354,9 @@ def evaluate_reranker(model, collection: CollectionLike, split: str, run: Run | 
         "split": split,
         "depth": depth,
         "queries": len(first),
+        # Nearly constant scores (a collapsed model) are flagged and warned about: its metrics then
+        # only reflect how ties fall.
+        "score_spread": score_spread(reranked, what=f"reranker {label}"),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -17,6 +17,7 @@ from rerankforge.errors import ConfigError
 from rerankforge.export.card import CardConfig
 from rerankforge.labels.teacher import TeacherScoring
 from rerankforge.mining.config import MineConfig
+from rerankforge.train.collapse import CollapseConfig
 from rerankforge.train.tracking import TrackingConfig
 
 #: ``optim.schedule`` values: transformers' ``get_scheduler`` names that need no extra arguments
@@ -214,6 +215,11 @@ class TrainConfig:
     #: processes (late-interaction models, e.g. colbert)
     in_batch_negatives: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
+    #: collapse guard thresholds (train/collapse.py): constant scores with the loss at its
+    #: uniform-score value for several logging windows warn and are recorded in train_summary.json
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
+    #: end training once the run has collapsed (the model is still saved)
+    stop_on_collapse: bool = False
     eval: EvalConfig = field(default_factory=EvalConfig)
     #: evaluation during training (dev split or held-out train queries) and the best checkpoint
     dev: DevEvalConfig = field(default_factory=DevEvalConfig)

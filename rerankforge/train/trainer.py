@@ -35,6 +35,7 @@ from rerankforge.train.budget import TimeBudget
 from rerankforge.train.build import build_model, build_optimizer, build_scheduler
 from rerankforge.train.checkpoint import (check_no_pickle, clean_leftovers, is_complete, load_scheduler,
                                           newest_checkpoint, save_checkpoint)
+from rerankforge.train.collapse import CollapseMonitor
 from rerankforge.train.config import TrainConfig
 from rerankforge.train.data_checks import check_groups
 from rerankforge.train.in_batch import InBatchView, check_in_batch
@@ -81,6 +82,7 @@ class Trainer:
         self.train_data = train_data
         self.accelerator = accelerator
         self.text_of = text_of
+        self._guard: CollapseMonitor | None = None
 
     # ----------------------------------------------------------------------------- set-up
     def _accelerator(self) -> Accelerator:
@@ -265,6 +267,7 @@ class Trainer:
         first_step = state["global_step"]
         history: list[dict[str, Any]] = []
         seen: list[str] = []
+        guard = self._guard = CollapseMonitor(cfg.collapse, self.loss, cfg.stop_on_collapse)
         done = state["global_step"] >= total_steps
         for epoch in range(state["epoch"], epochs):
             if done:
@@ -290,9 +293,13 @@ class Trainer:
                 rate = (state["pairs"] - pairs_start) / max(time.perf_counter() - t_start, 1e-9)
                 if step % cfg.log_every == 0 or step == total_steps:
                     record = {"step": step, "epoch": epoch, "loss": loss, "lr": scheduler.get_last_lr()[0],
-                              "pairs_per_s": rate, **{f"loss/{k}": v for k, v in parts.items()}}
+                              "pairs_per_s": rate, **{f"loss/{k}": v for k, v in parts.items()}, **guard.window(step)}
                     history.append(record)
                     accelerator.log(training_record(record), step=step)
+                    if cfg.stop_on_collapse and _agree(accelerator, guard.should_stop):
+                        state["stopped_by_collapse"] = guard.stopped_at = step
+                        done = True
+                        break
                 if progress:
                     progress.update(1)
                     progress.set_postfix(loss=f"{loss:.4f}", pairs_s=f"{rate:.1f}", epoch=epoch)
@@ -327,7 +334,7 @@ class Trainer:
             _record_rank(accelerator, model, out, seen)
         summary = {"global_step": state["global_step"], "pairs": state["pairs"], "train_seconds": train_seconds,
                    "pairs_per_s": (state["pairs"] - pairs_start) / max(train_seconds, 1e-9),
-                   "processes": accelerator.num_processes, "history": history}
+                   "processes": accelerator.num_processes, "history": history, "collapse": guard.summary()}
         if budget is not None:
             summary.update(max_minutes=cfg.optim.max_minutes, fitted_steps=state.get("total_steps"),
                            stopped_by_budget=state.get("stopped_by_budget"))
@@ -352,6 +359,8 @@ class Trainer:
                 else:
                     scores, targets = model(batch.features, batch.mask), batch
             loss, parts = self.loss.forward_batch(scores.float(), targets)
+            if self._guard is not None:
+                self._guard.observe(scores, targets, float(loss.detach()))
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.optim.max_grad_norm:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)

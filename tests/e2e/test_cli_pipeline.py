@@ -85,5 +85,6 @@ def test_quickstart_smoke_on_bundled_scifact(tmp_path, tiny_bert_dir):
     assert report["first_stage"]["nDCG@10"] > 0.67  # BM25 on SciFact test (published 0.665-0.69)
     assert 0.0 <= report["fusion"]["alpha"] <= 1.0
     assert "reranker alone (pure)" in proc.stdout
+    assert "nearly_constant" in report["score_spread"] and "collapsed" in report["train_summary"]["collapse"]
     if report["fusion"]["alpha"] == 0.0:
         assert report["reranked"] == report["pure_reranker"]
