@@ -463,6 +463,8 @@ def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="bench_speed.json")
     p.add_argument("--merge", action="store_true", help="keep the other sections of an existing --out file")
+    p.add_argument("--nest", default=None, help="write the results under this key of --out (default: 'gpu' "
+                   "for CUDA runs, the top level on CPU)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {', '.join(SECTIONS)}")
     p.add_argument("--device", default="cpu")
     p.add_argument("--model", default="default", help="cross-encoder base (default: bundled MiniLM-L6)")
@@ -537,14 +539,17 @@ def main(argv=None) -> dict:
             result["quality"] = bench_quality(args, device)
         if "colbert" in args.sections:
             result["colbert"] = bench_colbert(args.colbert_model, all_groups, args, device)
-    write(out_path, result, args.merge, gpu=device.startswith("cuda"))
+    for section in SECTIONS:  # each section records the command and settings it was measured with
+        if isinstance(result.get(section), dict):
+            result[section].update(command=result["command"], settings=result["settings"], date=result["date"])
+    write(out_path, result, args.merge, nest=args.nest or ("gpu" if device.startswith("cuda") else None))
     return result
 
 
-def write(path: Path, result: dict, merge: bool, gpu: bool) -> None:
+def write(path: Path, result: dict, merge: bool, nest: str | None = None) -> None:
     old = json.loads(path.read_text()) if merge and path.exists() else {}
-    if gpu:
-        old["gpu"] = {**old.get("gpu", {}), **result} if merge else result
+    if nest:
+        old[nest] = {**old.get(nest, {}), **result} if merge else result
         new = old
     else:
         new = {**old, **result}

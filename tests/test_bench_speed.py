@@ -47,6 +47,6 @@ def test_quick_run_writes_the_schema(tmp_path, tiny_ce_dir, tiny_bert_dir, tiny_
     assert "skipped" in data["colbert"]["pylate"]
     assert data["quality"]["variants"]["int8"]["nDCG@10"] >= 0
     # --merge keeps other sections and a GPU run nests under "gpu"
-    bench.write(out, {"cpu": {"x": 1}}, merge=True, gpu=True)
+    bench.write(out, {"cpu": {"x": 1}}, merge=True, nest="gpu")
     merged = json.loads(out.read_text())
     assert merged["gpu"] == {"cpu": {"x": 1}} and "train" in merged
