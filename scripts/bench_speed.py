@@ -340,6 +340,8 @@ def bench_inference(model_dir: str, args, ceiling: dict, device: str) -> dict:
     if "int8" in args.infer_variants and dev == "cpu":
         q8 = CrossEncoder(model_dir, max_length=args.max_length).quantize_int8()
         extra["rerankforge_int8"] = rf_predict(q8, False)
+    if {"onnx", "onnx_int8"} & set(args.infer_variants) and dev == "cpu":
+        extra.update(onnx_variants(model_dir, args, Path(tempfile.mkdtemp(prefix="bench-onnx-"))))
     variants.update(extra)
     runs: dict[str, list[float]] = {k: [] for k in variants}
     scores: dict[str, np.ndarray] = {}
@@ -365,6 +367,7 @@ def bench_inference(model_dir: str, args, ceiling: dict, device: str) -> dict:
         v = {"pairs_per_s": summary(rates), "tokens_per_s": round(tokens / len(pairs) * med, 1),
              "gflops": round(flops / len(pairs) * med / 1e9, 2), "agreement_vs_float": rank_agreement(scores[name], ref)}
         bf = (args.bf16 and "fp32" not in name and "int8" not in name) or name.endswith("_bf16")
+        bf = bf and not name.startswith("onnx")
         peak = peak_bf16 if bf else peak_fp32
         if peak and "int8" not in name:
             v["fraction_of_ceiling"] = round(v["gflops"] / peak, 4)
@@ -376,6 +379,32 @@ def bench_inference(model_dir: str, args, ceiling: dict, device: str) -> dict:
     best_st = max(v["pairs_per_s"]["median"] for k, v in out["variants"].items() if k.startswith("sentence"))
     out["ratio_vs_best_sentence_transformers"] = {
         k: round(v["pairs_per_s"]["median"] / best_st, 3) for k, v in out["variants"].items() if k.startswith("rerank")}
+    return out
+
+
+def onnx_variants(model_dir: str, args, tmp: Path) -> dict:
+    """ONNX Runtime float32 and (dynamic, per-channel) int8 scorers of the same weights at --max-length."""
+    from rerankforge.export.onnx import ONNX_FILE, OnnxCrossEncoder, export_cross_encoder_onnx
+    from rerankforge.models.cross_encoder import CrossEncoder
+
+    src = tmp / "ce"
+    CrossEncoder(model_dir, max_length=args.max_length).save_pretrained(src)
+    export_cross_encoder_onnx(src, tmp / "onnx")
+    out = {}
+    if "onnx" in args.infer_variants:
+        sc = OnnxCrossEncoder(tmp / "onnx")
+        out["onnx_fp32"] = lambda items: sc.score_pairs([q for q, _ in items], [d for _, d in items], args.infer_batch)
+    if "onnx_int8" in args.infer_variants:
+        import shutil
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        shutil.copytree(tmp / "onnx", tmp / "onnx8")
+        quantize_dynamic(str(tmp / "onnx" / ONNX_FILE), str(tmp / "onnx8" / ONNX_FILE), weight_type=QuantType.QInt8,
+                         per_channel=True)
+        sc8 = OnnxCrossEncoder(tmp / "onnx8")
+        out["onnx_int8"] = lambda items: sc8.score_pairs([q for q, _ in items], [d for _, d in items],
+                                                         args.infer_batch)
     return out
 
 
@@ -484,7 +513,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--queries", type=int, default=30, help="SciFact test queries whose BM25 pairs are scored")
     p.add_argument("--depth", type=int, default=10)
     p.add_argument("--infer-batch", type=int, default=32)
-    p.add_argument("--infer-variants", default="fp32,bf16,auto,int8")
+    p.add_argument("--infer-variants", default="fp32,bf16,auto,int8,onnx,onnx_int8")
     p.add_argument("--quality-queries", type=int, default=50)
     p.add_argument("--quality-depth", type=int, default=10)
     p.add_argument("--ceiling-n", type=int, default=1024)
