@@ -28,15 +28,18 @@ tmp = p.with_name(p.name + ".tmp"); tmp.write_text(json.dumps(data, indent=2) + 
 PY
 }
 DEVICE=cuda NEST1=gpu NEST2=gpu_large_batch
-$PY - <<'PY' || { skip "no CUDA device visible to torch ($(hostname)); nothing measured on a GPU"
-  [ "${DRY_RUN:-0}" = 1 ] || exit 0
-  echo "gpu_bench: DRY_RUN=1: running the steps on the CPU at --quick sizes (not a measurement)"
-  DEVICE=cpu NEST1=gpu_dry_run NEST2=gpu_dry_run_large_batch QUICK=1; }
+$PY - <<'PY'
 import sys, torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "device",
       torch.cuda.get_device_name() if torch.cuda.is_available() else "none")
 sys.exit(0 if torch.cuda.is_available() else 1)
 PY
+if [ $? != 0 ]; then
+  skip "no CUDA device visible to torch ($(hostname)); nothing measured on a GPU"
+  [ "${DRY_RUN:-0}" = 1 ] || exit 0
+  echo "gpu_bench: DRY_RUN=1: running the steps on the CPU at --quick sizes (not a measurement)"
+  DEVICE=cpu NEST1=gpu_dry_run NEST2=gpu_dry_run_large_batch QUICK=1
+fi
 if ! $PY -c "import sentence_transformers" 2>/dev/null; then
   skip "sentence-transformers is not importable on this machine; no side-by-side ratios"
   ST=0
