@@ -124,6 +124,19 @@ def test_fusion_alpha_extremes(cli):
         assert [d for d, _ in only_model[q]] == [d for d, _ in plain[q]]
 
 
+def test_quantize_int8_cli_keeps_the_ranking_close(cli):
+    from scipy.stats import spearmanr
+
+    q8 = cli("q8", "--quantize", "int8")
+    assert set(q8) == set(cli.plain)
+    for q in cli.plain:
+        ref = dict(cli.plain[q])
+        got = dict(q8[q])
+        assert set(got) == set(ref)
+        docs = sorted(ref)
+        assert spearmanr([ref[d] for d in docs], [got[d] for d in docs])[0] > 0.6
+
+
 def test_rrf_matches_formula(cli):
     plain, first = cli.plain, cli.first
     fused = cli("rrf", "--rrf", str(cli.run_path), "--rrf-k", "10")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from rerankforge.errors import ConfigError
+from rerankforge.models.precision import use_bf16 as resolve_bf16
 from rerankforge.registry import Registry
 
 META_FILE = "rerankforge.json"
@@ -107,7 +108,7 @@ class Reranker(nn.Module):
 
     @torch.no_grad()
     def score_pairs(self, queries: list[str], docs: list[str], batch_size: int = 64,
-                    bf16: bool = True, sort_by_length: bool = True, progress: bool = False) -> np.ndarray:
+                    bf16: bool | str = True, sort_by_length: bool = True, progress: bool = False) -> np.ndarray:
         """Score flat (query, doc) pairs; batches sorted by length so padding is minimal."""
         was_training = self.training
         self.eval()
@@ -120,7 +121,7 @@ class Reranker(nn.Module):
 
             starts = tqdm(starts, desc="scoring", unit="batch", leave=False)
         device = self.device
-        use_bf16 = bf16 and (device.type == "cuda" or torch.backends.mkldnn.is_available())
+        use_bf16 = resolve_bf16(bf16, device, self)
         for s in starts:
             idx = order[s : s + batch_size]
             feats = self.tokenize([queries[i] for i in idx], [[docs[i]] for i in idx])
@@ -132,7 +133,13 @@ class Reranker(nn.Module):
         self.train(was_training)
         return out
 
-    def predict(self, pairs: Sequence[Sequence[str]], batch_size: int = 64, bf16: bool = True,
+    def quantize_int8(self) -> Reranker:
+        """Dynamic int8 linear layers for CPU scoring, in place (lossy; see models/quantize.py)."""
+        from rerankforge.models.quantize import quantize_int8
+
+        return quantize_int8(self)
+
+    def predict(self, pairs: Sequence[Sequence[str]], batch_size: int = 64, bf16: bool | str = True,
                 progress: bool = False) -> np.ndarray:
         """Scores of ``[(query, document), ...]`` (one ``(query, document)`` pair gives one score),
         as sentence-transformers' ``CrossEncoder.predict``: higher is more relevant."""
@@ -145,7 +152,7 @@ class Reranker(nn.Module):
                                 progress=progress)
 
     def rank(self, query: str, documents: Sequence[str] | Mapping[str, str], top_k: int | None = None,
-             return_documents: bool = False, batch_size: int = 64, bf16: bool = True,
+             return_documents: bool = False, batch_size: int = 64, bf16: bool | str = True,
              progress: bool = False) -> list[dict[str, Any]]:
         """``documents`` sorted by score: ``[{"corpus_id", "score", "text"?}, ...]``, best first.
         ``corpus_id`` is the position in ``documents``, or the key when ``documents`` is a mapping

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
+from rerankforge.models.precision import use_bf16 as resolve_bf16
 from rerankforge.models.base import (META_FILE, Reranker, check_model_type, register_model, resolve_model_path,
                                      scatter_scores)
 
@@ -105,13 +106,13 @@ class BiEncoder(Reranker):
         return scatter_scores((q[rows] * d).sum(-1) / self.temperature, mask)
 
     @torch.no_grad()
-    def score_pairs(self, queries: list[str], docs: list[str], batch_size: int = 64, bf16: bool = True,
+    def score_pairs(self, queries: list[str], docs: list[str], batch_size: int = 64, bf16: bool | str = True,
                     sort_by_length: bool = True, progress: bool = False) -> np.ndarray:
         """Each distinct query and document is encoded once; scores are cosine / temperature."""
         was_training = self.training
         self.eval()
         device = self.device
-        use_bf16 = bf16 and (device.type == "cuda" or torch.backends.mkldnn.is_available())
+        use_bf16 = resolve_bf16(bf16, device, self)
         uq, ud = list(dict.fromkeys(queries)), list(dict.fromkeys(docs))
 
         def encode(texts: list[str], prefix: str) -> torch.Tensor:

@@ -46,6 +46,7 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
 from rerankforge.errors import ConfigError
+from rerankforge.models.precision import use_bf16 as resolve_bf16
 from rerankforge.models.base import (META_FILE, Reranker, check_model_type, register_model, resolve_model_path,
                                      scatter_scores)
 from rerankforge.models.peft_utils import is_peft, load_backbone, save_backbone, unwrap_peft
@@ -362,7 +363,7 @@ class ColBERT(Reranker):
         return InBatchScores(maxsim(q, q_mask, d, d_mask), own, offset)
 
     @torch.no_grad()
-    def score_pairs(self, queries: list[str], docs: list[str], batch_size: int = 64, bf16: bool = True,
+    def score_pairs(self, queries: list[str], docs: list[str], batch_size: int = 64, bf16: bool | str = True,
                     sort_by_length: bool = True, progress: bool = False) -> np.ndarray:
         """Flat pairs. Late interaction lets each distinct query and each distinct document be
         encoded once (a document retrieved for several queries is not re-encoded); documents go
@@ -370,7 +371,7 @@ class ColBERT(Reranker):
         was_training = self.training
         self.eval()
         device = self.device
-        use_bf16 = bf16 and (device.type == "cuda" or torch.backends.mkldnn.is_available())
+        use_bf16 = resolve_bf16(bf16, device, self)
         uq = {q: i for i, q in enumerate(dict.fromkeys(queries))}
         ud = {d: i for i, d in enumerate(dict.fromkeys(docs))}
         q_index = torch.tensor([uq[q] for q in queries], dtype=torch.long, device=device)

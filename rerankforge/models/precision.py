@@ -37,3 +37,42 @@ def float32_head(model: nn.Module, names: tuple[str, ...]) -> list[str]:
                 module.__class__ = Float32Linear
                 changed.append(sub)
     return changed
+
+
+# --- which precision scoring runs in ----------------------------------------------------------
+def cpu_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16).
+
+    Without it oneDNN has no bf16 matmul kernel and PyTorch falls back to a reference loop:
+    measured on a 2-core AVX2 EPYC (no AVX-512), a 512x512 bf16 matmul ran at 1.1 GFLOP/s against
+    16-44 GFLOP/s in float32, and MiniLM-L6 scoring under bf16 autocast several times slower than
+    float32 (scripts/bench_speed.py)."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        if (probe is not None and probe()) or (amx is not None and amx()):
+            return True
+    except RuntimeError:  # pragma: no cover - probes that cannot run count as "no"
+        pass
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(bf16: bool | str, device: torch.device, model: nn.Module | None = None) -> bool:
+    """Whether scoring on ``device`` runs under bf16 autocast.
+
+    ``bf16``: True (bf16 wherever oneDNN is present, the historical default), False (float32), or
+    "auto" (bf16 on CUDA and on CPUs with native bf16 only; float32 elsewhere: same or better
+    scores, and on CPUs without bf16 hardware faster). An int8-quantised model (``quantize_int8``)
+    always runs without autocast: its linear layers take float32 activations."""
+    if model is not None and getattr(model, "quantized", None):
+        return False
+    if bf16 == "auto":
+        return device.type == "cuda" or (device.type == "cpu" and cpu_native_bf16())
+    if isinstance(bf16, str):
+        raise ValueError(f"bf16 must be true, false or 'auto', got {bf16!r}")
+    return bool(bf16) and (device.type == "cuda" or torch.backends.mkldnn.is_available())

@@ -30,6 +30,10 @@ class RerankConfig:
     out: Optional[str] = option(None, flag="--out", help="output TREC run")
     batch_size: int = option(64, flag="--batch-size", help="pairs per forward pass")
     bf16: bool = option(True, flag="--no-bf16", help="score in float32")
+    #: int8 dynamic quantisation of the model's linear layers (CPU; lossy, measured by
+    #: scripts/bench_speed.py: pairs/s and SciFact nDCG@10 against float)
+    quantize: Optional[str] = option(None, flag="--quantize", choices=("int8",),
+                                     help="score with an int8-quantised copy of the model (CPU)")
     passage_words: Optional[int] = option(None, flag="--passage-words", help="split documents into passages of N words")
     passage_stride: Optional[int] = option(None, flag="--passage-stride",
                                            help="words between passage starts (default N/2: 50% overlap)")
@@ -86,6 +90,8 @@ def rerank_collection(cfg: RerankConfig) -> RerankResult:
     qrels = collection.qrels(cfg.split)
     first = truncate({q: d for q, d in first.items() if q in qrels}, cfg.depth)
     model = load_reranker(cfg.model)
+    if cfg.quantize == "int8":
+        model.quantize_int8()
     if cfg.passage_words:
         from rerankforge.rerank.passages import rerank_passages
 

@@ -120,12 +120,10 @@ def bf16_supported(device: str) -> bool:
 
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    from rerankforge.models.precision import cpu_native_bf16
+
     # Without native bf16 (AMX / AVX512-BF16) autocast emulates it and is slower than fp32.
-    return " amx_bf16" in flags or " avx512_bf16" in flags
+    return cpu_native_bf16()
 
 
 def pool(hidden, mask, mode: str):

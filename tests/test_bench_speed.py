@@ -1,0 +1,52 @@
+"""scripts/bench_speed.py --quick: the CI smoke run on tiny models writes bench_speed.json with the
+documented schema. Not a timing: the numbers of a tiny model on a shared CI box mean nothing."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytest.importorskip("sentence_transformers.cross_encoder")
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "scripts" / "bench_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_the_schema(tmp_path, tiny_ce_dir, tiny_bert_dir, tiny_collection):
+    bench = load_bench()
+    collection, _run = tiny_collection
+    out = tmp_path / "bench_speed.json"
+    bench.main(["--quick", "--model", str(tiny_ce_dir), "--quality-model", str(tiny_bert_dir),
+                "--colbert-model", str(tiny_bert_dir),
+                "--collection", str(collection), "--out", str(out)])
+    data = json.loads(out.read_text())
+    for key in ("cpu", "ceiling", "train", "train_pointwise", "inference", "quality", "colbert", "settings"):
+        assert key in data, key
+    assert {"threads", "native_bf16", "flags"} <= set(data["cpu"])
+    for section in ("train", "train_pointwise", "inference"):
+        block = data[section]
+        assert block["rerankforge"] > 0 and block["sentence_transformers"] > 0
+        assert block["ratio"] == pytest.approx(block["rerankforge"] / block["sentence_transformers"], rel=0.01)
+        for variant in block["variants"].values():
+            for fw in ("rerankforge", "sentence_transformers"):
+                if isinstance(variant, dict) and fw in variant:
+                    assert {"pairs_per_s", "tokens_per_s", "gflops"} <= set(variant[fw])
+    inf = data["inference"]["variants"]
+    assert "rerankforge_int8" in inf and inf["rerankforge_int8"]["agreement_vs_float"]["spearman"] > 0.5
+    # same weights, same truncation: both frameworks' float32 scores agree
+    assert inf["sentence_transformers_fp32"]["agreement_vs_float"]["max_abs_diff"] < 1e-3
+    assert "skipped" in data["colbert"]["pylate"]
+    assert data["quality"]["variants"]["int8"]["nDCG@10"] >= 0
+    # --merge keeps other sections and a GPU run nests under "gpu"
+    bench.write(out, {"cpu": {"x": 1}}, merge=True, nest="gpu")
+    merged = json.loads(out.read_text())
+    assert merged["gpu"] == {"cpu": {"x": 1}} and "train" in merged
