@@ -135,6 +135,9 @@ class AdaptConfig:
                               help="per-query score normalisation for fusion with BM25")
     #: the split reported on when it exists (never used for a choice)
     test_split: str = "test"
+    #: a judged non-test split to report the held-out pseudo-queries' choices against (how well
+    #: they stand in for real queries: base vs adapted, the α curve); never used for a choice
+    validation_split: Optional[str] = None
     measures: list[str] = field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100", "AP@100"])
     batch_size: int = 64
     bf16: bool = True
@@ -367,6 +370,8 @@ def adapt(cfg: AdaptConfig | None = None, **overrides: Any) -> dict[str, Any]:
     alpha, curve = choose_alpha(dev_first, dev_runs[model_choice], ndcg, norm=cfg.fusion_norm)
     dev["fused"] = {"nDCG@10": curve[alpha]}
     dev["alpha_curve"] = curve
+    other = "base" if model_choice == "adapted" else "adapted"
+    dev[f"{other}_alpha_curve"] = choose_alpha(dev_first, dev_runs[other], ndcg, norm=cfg.fusion_norm)[1]
     output_kind = "pure" if alpha == 0.0 else "fused"
     model_dir = out / "model"
     if model_choice == "adapted":
@@ -400,8 +405,12 @@ def adapt(cfg: AdaptConfig | None = None, **overrides: Any) -> dict[str, Any]:
     write_json(out / "adapt_report.json", report | {"seconds": round(time.perf_counter() - t0, 1),
                                                     "timings_s": timings})
 
-    # 6. reporting on the judged test split
     coll = Collection(cfg.collection)
+    if cfg.validation_split:
+        report["validation"] = _validation(cfg, coll, out, model_choice, trained_dir, tcfg)
+        lap("validation_s", f"validation on {cfg.validation_split}: {report['validation']['summary']}")
+
+    # 6. reporting on the judged test split
     if coll.has_split(cfg.test_split):
         zero_shot = (model_choice == "base" and tcfg.model.type == "bi_encoder"
                      and str(tcfg.model.name_or_path or "default") == str(cfg.dense_model or "default"))
@@ -477,6 +486,35 @@ def _report_test(cfg: AdaptConfig, coll, out: Path, model_dir: Path, alpha: floa
         "rerank_command": _rerank_line(cfg, split, run_path, model_dir, alpha, rcfg.out),
         "note": "test judgments are used for this report only; every choice was made on pseudo-queries",
     }
+
+
+def _validation(cfg: AdaptConfig, coll, out: Path, model_choice: str, trained_dir: Path, tcfg) -> dict[str, Any]:
+    """The held-out pseudo-queries' decisions replayed on real judged queries of a non-test split
+    (reported only: how far pseudo-queries stand in for real ones)."""
+    from rerankforge.eval import evaluate
+    from rerankforge.models import load_reranker
+    from rerankforge.pipelines import steps
+    from rerankforge.rerank import rerank
+    from rerankforge.rerank.fusion import choose_alpha
+    from rerankforge.train.build import build_model
+
+    split = cfg.validation_split
+    qrels = coll.qrels(split)
+    first = steps.first_stage(coll, split, "bm25", cfg.depth)
+    res: dict[str, Any] = {"split": split, "queries": len(first), "first_stage": evaluate(qrels, first, ["nDCG@10"])}
+    runs = {}
+    for name, model in (("base", build_model(tcfg.model)), ("adapted", load_reranker(trained_dir))):
+        runs[name], _ = rerank(model, coll.queries, coll.corpus, first, cfg.depth, cfg.batch_size, cfg.bf16)
+        res[name] = evaluate(qrels, runs[name], ["nDCG@10"])
+        best, curve = choose_alpha(first, runs[name], lambda r: evaluate(qrels, r, ["nDCG@10"])["nDCG@10"],
+                                   norm=cfg.fusion_norm)
+        res[f"{name}_alpha_curve"] = curve
+        res[f"{name}_best_alpha"] = best
+    res["summary"] = (f"BM25 {res['first_stage']['nDCG@10']:.4f}, base {res['base']['nDCG@10']:.4f}, adapted "
+                      f"{res['adapted']['nDCG@10']:.4f}; best alpha there: base {res['base_best_alpha']} "
+                      f"({res['base_alpha_curve'][res['base_best_alpha']]:.4f}), adapted {res['adapted_best_alpha']} "
+                      f"({res['adapted_alpha_curve'][res['adapted_best_alpha']]:.4f})")
+    return res
 
 
 def _write_card(model_dir: Path, report: dict[str, Any], cfg: AdaptConfig, train_dir: Path) -> None:
