@@ -248,7 +248,8 @@ def build_work_collection(cfg: AdaptConfig, work: Path) -> dict[str, Any]:
         for qid, text in queries.items():
             fh.write(json.dumps({"_id": qid, "text": text}) + "\n")
     if cfg.queries:
-        labelled = _label_user_queries(work, {q: t for q, t in queries.items() if q.startswith(USER_PREFIX)})
+        labelled = _label_user_queries(work, {q: t for q, t in queries.items() if q.startswith(USER_PREFIX)},
+                                       cfg.dense_model)
         qrels[TRAIN_SPLIT].update(labelled)
         user["labelled"] = len(labelled)
     for split, pairs in qrels.items():
@@ -262,15 +263,18 @@ def build_work_collection(cfg: AdaptConfig, work: Path) -> dict[str, Any]:
             "examples": [{"kind": k, "query": t, "doc": d} for k, _, t, d in chosen[:5]]}
 
 
-def _label_user_queries(work: Path, queries: dict[str, str]) -> dict[str, str]:
+def _label_user_queries(work: Path, queries: dict[str, str], dense_model: str | None) -> dict[str, str]:
     """A user query's pseudo-positive: the document BM25 and the bi-encoder both rank first
     (queries on which they disagree are left out: their top document is too uncertain)."""
     from rerankforge.data.beir import Collection
     from rerankforge.pipelines.steps import first_stage
+    from rerankforge.retrieve.config import RetrieverConfig
 
     coll = Collection(work)
+    dense_cfg = RetrieverConfig(retriever="dense")
+    dense_cfg.dense.model = dense_model
     bm25 = first_stage(coll, queries, "bm25", 1)
-    dense = first_stage(coll, queries, "dense", 1)
+    dense = first_stage(coll, queries, dense_cfg, 1)
     return {q: bm25[q][0][0] for q in queries
             if bm25.get(q) and dense.get(q) and bm25[q][0][0] == dense[q][0][0]}
 

@@ -33,12 +33,12 @@ def _write_collection(root, n_docs=40, n_test=6, seed=5):
     return root
 
 
-def _args(coll, out, tiny_bert_dir, *extra):
+def _args(coll, out, tiny_bert_dir, flags=(), overrides=()):
     return ["adapt", "--collection", str(coll), "--out", str(out), "--minutes", "1", "--no-progress",
-            "--pseudo-queries", "24", "--dev-queries", "8",
+            "--pseudo-queries", "24", "--dev-queries", "8", *flags,
             f"train.model.name_or_path={tiny_bert_dir}", "train.model.max_length=48", "train.optim.max_steps=3",
             "train.optim.batch_size=4", "train.data.group_size=4", "pseudo.span_min_words=3",
-            "pseudo.span_max_words=5", f"dense_model={tiny_bert_dir}", "pseudo.min_doc_words=3", "negatives.negatives=4", "depth=20", *extra]
+            "pseudo.span_max_words=5", f"dense_model={tiny_bert_dir}", "pseudo.min_doc_words=3", "negatives.negatives=4", "depth=20", *overrides]
 
 
 CHOICES = ("chosen", "fusion", "pseudo_dev", "pseudo_queries")
@@ -103,3 +103,22 @@ def test_test_judgments_change_no_choice(adapted, tmp_path, tiny_bert_dir):
         same = [json.loads(json.dumps(x).replace(str(c), "C").replace(str(o), "O"))
                 for x, c, o in ((a, coll, out), (b, other, out2))]
         assert same[0] == same[1], key
+
+
+def test_teacher_and_user_queries(tmp_path, tiny_bert_dir, tiny_ce_dir):
+    coll = _write_collection(tmp_path / "coll")
+    own = tmp_path / "own.jsonl"
+    own.write_text("".join(json.dumps({"_id": f"u{i}", "text": " ".join(WORDS[i : i + 3])}) + "\n" for i in range(6)))
+    out = tmp_path / "out"
+    assert main(_args(coll, out, tiny_bert_dir, ["--teacher", str(tiny_ce_dir), "--queries", str(own)],
+                      ["mine_retriever=bm25", "train.optim.max_steps=2"])) == 0
+    report = json.loads((out / "adapt_report.json").read_text())
+    assert report["teacher"]["pairs"] > 0
+    import yaml
+
+    trained = yaml.safe_load((out / "train" / "config.yaml").read_text())
+    assert [spec["name"] for spec in trained["loss"]] == ["kl", "listwise_ce"]
+    assert report["pseudo_queries"]["user_queries"]["given"] == 6
+    labelled = report["pseudo_queries"]["user_queries"]["labelled"]
+    train_qrels = Collection(out / "work").qrels("pseudo_train")
+    assert sum(q.startswith("user:") for q in train_qrels) == labelled
