@@ -93,7 +93,7 @@ def _adapt_train() -> TrainConfig:
     cfg.model.attention_dropout = 0.0
     cfg.data.group_size = 8
     cfg.optim.lr = 2e-5
-    cfg.optim.batch_size = 16
+    cfg.optim.batch_size = 8
     cfg.optim.epochs = 1
     cfg.optim.warmup_ratio = 0.1
     cfg.log_every = 5
@@ -279,6 +279,32 @@ def _label_user_queries(work: Path, queries: dict[str, str], dense_model: str | 
             if bm25.get(q) and dense.get(q) and bm25[q][0][0] == dense[q][0][0]}
 
 
+def _zero_shot_rerank(coll, first, dense_model: str | None, depth: int, temperature: float = 0.05):
+    """The untrained bi-encoder reranking ``first``, from the dense retriever's document embeddings
+    (encoded once per corpus and model, cached on disk, shared with hybrid mining): the same
+    cosine / temperature as ``BiEncoder(dense_model)``, at the cost of one corpus encoding ever."""
+    import numpy as np
+
+    from rerankforge.pipelines.steps import index
+    from rerankforge.retrieve.config import RetrieverConfig
+
+    rcfg = RetrieverConfig(retriever="dense")
+    rcfg.dense.model = dense_model
+    dense = index(coll, rcfg)
+    qids = [q for q in first if q in coll.queries]
+    qvecs = dense.encoder.encode_queries([coll.queries[q] for q in qids])
+    out = {}
+    for qid, qv in zip(qids, qvecs):
+        docs = [d for d, _ in first[qid][:depth]]
+        scores = dense.embeddings(dense.ids.rows(docs)) @ qv / temperature
+        out[qid] = sorted(zip(docs, np.asarray(scores, dtype=np.float64).tolist()), key=lambda e: -e[1])
+    return out
+
+
+def _same_config(path: Path, text: str) -> bool:
+    return path.exists() and path.read_text() == text
+
+
 # ------------------------------------------------------------------------------------ pipeline
 def adapt(cfg: AdaptConfig | None = None, **overrides: Any) -> dict[str, Any]:
     """Build a reranker for ``cfg.collection`` without judgments; returns (and writes) the report
@@ -300,8 +326,18 @@ def adapt(cfg: AdaptConfig | None = None, **overrides: Any) -> dict[str, Any]:
         cfg = config_from_dict(AdaptConfig, {**base, **overrides}, "adapt()")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    # Re-running the same command resumes: finished steps of an identical config are reused.
+    settings = to_yaml(cfg)
+    resume = _same_config(out / "adapt_config.yaml", settings)
+    if not resume:
+        for stale in ("work", "train", "model", "adapt_report.json"):
+            if (out / stale).is_dir():
+                shutil.rmtree(out / stale)
+            elif (out / stale).exists():
+                (out / stale).unlink()
     with atomic_write(out / "adapt_config.yaml") as fh:
-        fh.write(to_yaml(cfg))
+        fh.write(settings)
+    done = json.loads((out / "adapt_report.json").read_text()) if resume and (out / "adapt_report.json").exists() else {}
     t0 = t = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -313,7 +349,10 @@ def adapt(cfg: AdaptConfig | None = None, **overrides: Any) -> dict[str, Any]:
 
     # 1. pseudo-queries -> the work collection
     work = out / "work"
-    pseudo = build_work_collection(cfg, work)
+    if done.get("pseudo_queries"):
+        pseudo = done["pseudo_queries"]
+    else:
+        pseudo = build_work_collection(cfg, work)
     wcoll = Collection(work)
     lap("pseudo_queries_s", f"{pseudo['train']} training + {pseudo['dev']} held-out pseudo-queries "
                             f"({', '.join(pseudo['kinds'])}) -> {work}")
@@ -324,7 +363,12 @@ def adapt(cfg: AdaptConfig | None = None, **overrides: Any) -> dict[str, Any]:
                       depth=max(100, policy.rank_max), out=str(work / "groups.jsonl"), progress=cfg.progress,
                       policy=policy)
     mcfg.dense.model = cfg.dense_model
-    mined = steps.mine(mcfg, wcoll)
+    from rerankforge.mining.report import report_path
+
+    if resume and report_path(mcfg.out).exists():
+        mined = steps.MineResult(Path(mcfg.out), json.loads(report_path(mcfg.out).read_text()), reused=True)
+    else:
+        mined = steps.mine(mcfg, wcoll)
     groups = mined.path
     lap("mine_s", f"mined {mined.groups_written} groups with {cfg.mine_retriever} retrieval -> {groups}")
     teacher_info = None
@@ -352,62 +396,74 @@ def adapt(cfg: AdaptConfig | None = None, **overrides: Any) -> dict[str, Any]:
         tcfg.loss = [{"name": "kl", "weight": 1.0}, {"name": "listwise_ce", "weight": 1.0}]
     else:
         tcfg.loss = [{"name": "listwise_ce"}]
-    trained_dir = train(tcfg)
+    trained_dir = Path(tcfg.output_dir) / "model"
+    if not (resume and (Path(tcfg.output_dir) / "train_summary.json").exists() and trained_dir.exists()):
+        trained_dir = train(tcfg)
     train_summary = json.loads((Path(tcfg.output_dir) / "train_summary.json").read_text())
     lap("train_s", f"trained {tcfg.model.type} for {train_summary['global_step']} steps -> {trained_dir}")
 
     # 4. guard + 5. fusion, on the held-out pseudo-queries only
-    dev_qrels = wcoll.qrels(DEV_SPLIT)
-    dev_first = steps.first_stage(wcoll, DEV_SPLIT, "bm25", cfg.depth)
-
-    def ndcg(run) -> float:
-        return evaluate(dev_qrels, run, ["nDCG@10"])["nDCG@10"]
-
-    candidates = {"base": build_model(tcfg.model), "adapted": load_reranker(trained_dir)}
-    dev: dict[str, Any] = {"queries": len(dev_first), "first_stage": evaluate(dev_qrels, dev_first, cfg.measures)}
-    dev_runs = {}
-    for name, model in candidates.items():
-        dev_runs[name], _ = rerank(model, wcoll.queries, wcoll.corpus, dev_first, cfg.depth, cfg.batch_size, cfg.bf16)
-        dev[name] = evaluate(dev_qrels, dev_runs[name], cfg.measures)
-    # ties keep the start: training has to earn its place
-    model_choice = "adapted" if dev["adapted"]["nDCG@10"] > dev["base"]["nDCG@10"] else "base"
-    alpha, curve = choose_alpha(dev_first, dev_runs[model_choice], ndcg, norm=cfg.fusion_norm)
-    dev["fused"] = {"nDCG@10": curve[alpha]}
-    dev["alpha_curve"] = curve
-    other = "base" if model_choice == "adapted" else "adapted"
-    dev[f"{other}_alpha_curve"] = choose_alpha(dev_first, dev_runs[other], ndcg, norm=cfg.fusion_norm)[1]
-    output_kind = "pure" if alpha == 0.0 else "fused"
     model_dir = out / "model"
-    if model_choice == "adapted":
-        if model_dir.exists():
-            shutil.rmtree(model_dir)
-        shutil.copytree(trained_dir, model_dir)
+    resumed_choice = bool(done.get("chosen")) and (model_dir / "rerankforge.json").exists()
+    if resumed_choice:
+        report = {k: v for k, v in done.items() if k not in ("seconds", "timings_s")}
+        model_choice, alpha = report["chosen"]["model"], report["fusion"]["alpha"]
+        print(f"resuming: {report['chosen']['why']}")
     else:
-        atomic_save_pretrained(candidates["base"], model_dir)
-    del candidates
-    chosen = {"model": model_choice, "output": output_kind, "alpha": alpha,
-              "why": f"held-out pseudo-queries ({len(dev_first)}): nDCG@10 base {dev['base']['nDCG@10']:.4f}, "
-                     f"adapted {dev['adapted']['nDCG@10']:.4f}; fused with BM25 at alpha={alpha}: {curve[alpha]:.4f}"}
-    lap("guard_fusion_s", chosen["why"])
+        dev_qrels = wcoll.qrels(DEV_SPLIT)
+        dev_first = steps.first_stage(wcoll, DEV_SPLIT, "bm25", cfg.depth)
 
-    report: dict[str, Any] = {
-        "collection": str(Collection(cfg.collection).root),
-        "chosen": chosen,
-        "fusion": {"alpha": alpha, "norm": cfg.fusion_norm,
-                   "chosen_on": f"{len(dev_first)} held-out pseudo-queries (split {DEV_SPLIT} of {work})"},
-        "pseudo_dev": dev,
-        "pseudo_queries": pseudo,
-        "mining": {k: mined.report.get(k) for k in ("groups_written", "source", "removed", "timings")
-                   if k in mined.report},
-        "teacher": teacher_info,
-        "train": {k: v for k, v in train_summary.items() if k != "history"},
-        "model_dir": str(model_dir),
-        "model_type": tcfg.model.type,
-        "minutes": cfg.minutes,
-    }
-    # Every choice is fixed (and on disk) before a test judgment is read.
-    write_json(out / "adapt_report.json", report | {"seconds": round(time.perf_counter() - t0, 1),
-                                                    "timings_s": timings})
+        def ndcg(run) -> float:
+            return evaluate(dev_qrels, run, ["nDCG@10"])["nDCG@10"]
+
+        dev: dict[str, Any] = {"queries": len(dev_first), "first_stage": evaluate(dev_qrels, dev_first, cfg.measures)}
+        dev_runs = {}
+        for name in ("base", "adapted"):
+            if name == "base" and _starts_from_dense(cfg, tcfg):
+                dev_runs[name] = _zero_shot_rerank(wcoll, dev_first, cfg.dense_model, cfg.depth)
+            else:
+                model = build_model(tcfg.model) if name == "base" else load_reranker(trained_dir)
+                dev_runs[name], _ = rerank(model, wcoll.queries, wcoll.corpus, dev_first, cfg.depth, cfg.batch_size,
+                                           cfg.bf16)
+                del model
+            dev[name] = evaluate(dev_qrels, dev_runs[name], cfg.measures)
+        # ties keep the start: training has to earn its place
+        model_choice = "adapted" if dev["adapted"]["nDCG@10"] > dev["base"]["nDCG@10"] else "base"
+        alpha, curve = choose_alpha(dev_first, dev_runs[model_choice], ndcg, norm=cfg.fusion_norm)
+        dev["fused"] = {"nDCG@10": curve[alpha]}
+        dev["alpha_curve"] = curve
+        other = "base" if model_choice == "adapted" else "adapted"
+        dev[f"{other}_alpha_curve"] = choose_alpha(dev_first, dev_runs[other], ndcg, norm=cfg.fusion_norm)[1]
+        output_kind = "pure" if alpha == 0.0 else "fused"
+        if model_choice == "adapted":
+            if model_dir.exists():
+                shutil.rmtree(model_dir)
+            shutil.copytree(trained_dir, model_dir)
+        else:
+            atomic_save_pretrained(build_model(tcfg.model), model_dir)
+        chosen = {"model": model_choice, "output": output_kind, "alpha": alpha,
+                  "why": f"held-out pseudo-queries ({len(dev_first)}): nDCG@10 base {dev['base']['nDCG@10']:.4f}, "
+                         f"adapted {dev['adapted']['nDCG@10']:.4f}; fused with BM25 at alpha={alpha}: {curve[alpha]:.4f}"}
+        lap("guard_fusion_s", chosen["why"])
+
+        report: dict[str, Any] = {
+            "collection": str(Collection(cfg.collection).root),
+            "chosen": chosen,
+            "fusion": {"alpha": alpha, "norm": cfg.fusion_norm,
+                       "chosen_on": f"{len(dev_first)} held-out pseudo-queries (split {DEV_SPLIT} of {work})"},
+            "pseudo_dev": dev,
+            "pseudo_queries": pseudo,
+            "mining": {k: mined.report.get(k) for k in ("groups_written", "source", "removed", "timings")
+                       if k in mined.report},
+            "teacher": teacher_info,
+            "train": {k: v for k, v in train_summary.items() if k != "history"},
+            "model_dir": str(model_dir),
+            "model_type": tcfg.model.type,
+            "minutes": cfg.minutes,
+        }
+        # Every choice is fixed (and on disk) before a test judgment is read.
+        write_json(out / "adapt_report.json", report | {"seconds": round(time.perf_counter() - t0, 1),
+                                                        "timings_s": timings})
 
     coll = Collection(cfg.collection)
     if cfg.validation_split:
@@ -416,9 +472,7 @@ def adapt(cfg: AdaptConfig | None = None, **overrides: Any) -> dict[str, Any]:
 
     # 6. reporting on the judged test split
     if coll.has_split(cfg.test_split):
-        zero_shot = (model_choice == "base" and tcfg.model.type == "bi_encoder"
-                     and str(tcfg.model.name_or_path or "default") == str(cfg.dense_model or "default"))
-        report.update(_report_test(cfg, coll, out, model_dir, alpha, zero_shot))
+        report.update(_report_test(cfg, coll, out, model_dir, alpha))
         lap("test_s", f"reranked {cfg.test_split}: nDCG@10 BM25 {report['first_stage']['nDCG@10']:.4f}, pure "
                       f"{report['pure']['nDCG@10']:.4f}, output {report['output']['nDCG@10']:.4f} "
                       f"(p={report['p_vs_bm25']:.4g})")
@@ -426,6 +480,8 @@ def adapt(cfg: AdaptConfig | None = None, **overrides: Any) -> dict[str, Any]:
         report["rerank_command"] = _rerank_line(cfg, "SPLIT", "RUN.trec", model_dir, alpha, out / "output.trec")
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["timings_s"] = timings
+    if resume and done.get("seconds"):
+        report["seconds_before_resume"] = done.get("seconds_before_resume", 0) + done["seconds"]
     write_json(out / "adapt_report.json", report)
     _write_card(model_dir, report, cfg, Path(tcfg.output_dir))
     print(f"report -> {out / 'adapt_report.json'}  (total {report['seconds']}s)")
@@ -448,15 +504,18 @@ def _rerank_line(cfg, split, run, model_dir, alpha, out) -> str:
     return command_line("rerank", rerank_settings(cfg, split, run, model_dir, alpha, out))
 
 
-def _report_test(cfg: AdaptConfig, coll, out: Path, model_dir: Path, alpha: float,
-                 reused_zero_shot: bool) -> dict[str, Any]:
+def _starts_from_dense(cfg: AdaptConfig, tcfg) -> bool:
+    """Whether the untrained start is the dense retriever's bi-encoder (its embeddings are cached)."""
+    return tcfg.model.type == "bi_encoder" and str(tcfg.model.name_or_path or "default") == str(
+        cfg.dense_model or "default")
+
+
+def _report_test(cfg: AdaptConfig, coll, out: Path, model_dir: Path, alpha: float) -> dict[str, Any]:
     from rerankforge.data.trec import read_run, write_run
     from rerankforge.eval import evaluate
     from rerankforge.eval.metrics import per_query
     from rerankforge.eval.significance import randomization_test
-    from rerankforge.models.bi_encoder import BiEncoder
     from rerankforge.pipelines import steps
-    from rerankforge.rerank import rerank
     from rerankforge.rerank.apply import rerank_collection
 
     split = cfg.test_split
@@ -468,11 +527,7 @@ def _report_test(cfg: AdaptConfig, coll, out: Path, model_dir: Path, alpha: floa
     result = rerank_collection(rcfg)
     write_run(rcfg.out, result.final)
     write_run(out / f"pure_{split}.trec", result.reranked)
-    if reused_zero_shot:  # the exported model is the untrained MiniLM bi-encoder itself
-        zero_run = result.reranked
-    else:
-        zero_run, _ = rerank(BiEncoder(cfg.dense_model or "default"), coll.queries, coll.corpus, first, cfg.depth, cfg.batch_size,
-                             cfg.bf16)
+    zero_run = _zero_shot_rerank(coll, first, cfg.dense_model, cfg.depth)
     base_q = per_query(qrels, first)
     return {
         "split": split,

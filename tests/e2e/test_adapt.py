@@ -122,3 +122,12 @@ def test_teacher_and_user_queries(tmp_path, tiny_bert_dir, tiny_ce_dir):
     labelled = report["pseudo_queries"]["user_queries"]["labelled"]
     train_qrels = Collection(out / "work").qrels("pseudo_train")
     assert sum(q.startswith("user:") for q in train_qrels) == labelled
+
+
+def test_rerun_resumes_with_the_same_choices(adapted, tiny_bert_dir, capsys):
+    coll, out, report = adapted
+    assert main(_args(coll, out, tiny_bert_dir)) == 0
+    assert "resuming:" in capsys.readouterr().out
+    again = json.loads((out / "adapt_report.json").read_text())
+    assert again["chosen"] == report["chosen"] and again["output"] == report["output"]
+    assert again["seconds_before_resume"] > 0
