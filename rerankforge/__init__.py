@@ -31,6 +31,8 @@ _EXPORTS = {
     "mine": "rerankforge.api",
     "evaluate": "rerankforge.api",
     "first_stage": "rerankforge.pipelines.steps",
+    "adapt": "rerankforge.pipelines.adapt",
+    "AdaptConfig": "rerankforge.pipelines.adapt",
     "rerank": "rerankforge.rerank.run",
     "Collection": "rerankforge.data.beir",
     "Group": "rerankforge.data.groups",

@@ -131,3 +131,26 @@ def test_mining_adds_sentence_groups_without_texts(tmp_path):
         source = g.query_id.split(":")[1]
         assert [c.doc_id for c in g.candidates if c.label] == [source]
         assert all(c.text is None for c in g.candidates)
+
+
+def test_span_queries_are_spans_of_their_source_and_reproducible(tmp_path):
+    from rerankforge.data.beir import doc_text
+    from rerankforge.mining.pseudo_queries import span_queries
+
+    root = write_collection(tmp_path / "c")
+    texts = {d: " ".join(doc_text(t, b).split()) for d, t, b in DOCS}
+    queries, qrels = span_queries(root, 5, seed=1, min_words=3, max_words=5)
+    assert queries == span_queries(root, 5, seed=1, min_words=3, max_words=5)[0]
+    for qid, text in queries.items():
+        (doc,) = qrels[qid]
+        assert qid == f"span:{doc}" and text in texts[doc]
+        assert 3 <= len(text.split()) <= min(5, len(texts[doc].split()) // 2)
+    with pytest.raises(ConfigError, match="span pseudo-queries are impossible"):
+        span_queries(root, 1, min_words=50, max_words=60)
+
+
+def test_adapt_cuts_the_query_out_of_its_document():
+    from rerankforge.pipelines.adapt import _cut
+
+    assert _cut("a b c a b d", "a b") == "c d"
+    assert _cut("a b c", "x") == "a b c"

@@ -89,3 +89,40 @@ def sentence_queries(collection_root: str | Path, n: int, seed: int = 0, min_wor
     queries = dict(chosen)
     qrels = {qid: {qid[len(SENTENCE_PREFIX):].rsplit(":", 1)[0]: 1} for qid in queries}
     return queries, qrels
+
+
+SPAN_PREFIX = "span:"
+
+
+def span_queries(collection_root: str | Path, n: int, seed: int = 0, min_words: int = 5, max_words: int = 12,
+                 max_fraction: float = 0.5,
+                 exclude: set[str] | frozenset[str] = frozenset()) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """``n`` pseudo-queries that are random word spans of documents (``{"span:<doc id>": span}``)
+    and their qrels (``{qid: {source doc: 1}}``), one per sampled document, reproducibly by ``seed``.
+
+    The one generator every corpus supports: it needs neither titles nor sentence punctuation
+    (lower-case, unpunctuated collections such as Vaswani or Cranfield defeat ``sentence_queries``).
+    A span is ``min_words``..``max_words`` words of the document's whitespace-normalised text
+    (title and body, as every model sees it) and at most ``max_fraction`` of its words, so the
+    document keeps context of its own when the span is cut out of it (the inverse cloze task of
+    Lee et al. 2019; random cropping in Contriever, Izacard et al. 2022)."""
+    from rerankforge.data.beir import doc_text
+
+    if n < 0:
+        raise ConfigError(f"number of pseudo-queries must be >= 0, got {n}")
+    if not 0 < min_words <= max_words:
+        raise ConfigError(f"span length bounds must satisfy 0 < min_words <= max_words, got {min_words}, {max_words}")
+    path = collection_file(resolve_collection(collection_root), "corpus.jsonl")
+    docs = [(doc_id, words) for doc_id, title, body in _documents(path, exclude)
+            if len(words := doc_text(title, body).split()) * max_fraction >= min_words]
+    if n and not docs:
+        raise ConfigError(f"{path}: no document has {int(min_words / max_fraction)} or more words; "
+                          f"span pseudo-queries are impossible here")
+    rng = random.Random(seed)
+    queries, qrels = {}, {}
+    for doc_id, words in rng.sample(docs, min(n, len(docs))):
+        length = rng.randint(min_words, min(max_words, int(len(words) * max_fraction)))
+        start = rng.randrange(len(words) - length + 1)
+        queries[SPAN_PREFIX + doc_id] = " ".join(words[start : start + length])
+        qrels[SPAN_PREFIX + doc_id] = {doc_id: 1}
+    return queries, qrels

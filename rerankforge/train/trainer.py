@@ -318,7 +318,10 @@ class Trainer:
                         state["total_steps"] = total_steps
                         accelerator.print(f"time budget {cfg.optim.max_minutes} min: {budget.step_seconds:.3f}s/step, "
                                           f"training {total_steps} steps")
-                    if step % 10 == 0 and step < total_steps and _agree(accelerator, budget.expired(now)):
+                    # every 10 steps across processes (a broadcast); every step on one, where slow steps
+                    # (a MiniLM bi-encoder on 2 CPU cores: ~15 s) would otherwise overrun the budget
+                    check = step % 10 == 0 or accelerator.num_processes == 1
+                    if check and step < total_steps and _agree(accelerator, budget.expired(now)):
                         state["stopped_by_budget"] = step
                         done = True
                         break
