@@ -19,7 +19,6 @@ def test_tiny_sweep_end_to_end(tiny_collection, tiny_bert_dir, tmp_path, capsys)
     rc = main(["clicks", "sweep", "--config", str(ROOT / "configs" / "clicks_severe.yaml"),
                f"output_dir={out}", f"collection={tiny_collection}", "max_train_queries=null",
                "simulation.impressions=1500", "simulation.top_k=10", "heldout_impressions=300",
-               "methods=[naive,ipw,two_tower,dla,trust_bias]",
                "train.model.type=cross_encoder", f"train.model.name_or_path={tiny_bert_dir}",
                "train.model.max_length=32", "train.bf16=false", "eval.depth=10", "eval.n_resamples=200"])
     assert rc == 0
@@ -27,9 +26,9 @@ def test_tiny_sweep_end_to_end(tiny_collection, tiny_bert_dir, tmp_path, capsys)
     assert list(report) == ["settings"] and len(report["settings"]) == 1
     row = report["settings"][0]
     assert row["name"] == "severe"
-    assert set(row) == {"name", "naive", "ipw", "two_tower", "dla", "trust_bias"}
+    assert set(row) == {"name", "naive", "ipw", "two_tower", "dla"}
     assert 0.0 <= row["naive"]["nDCG@10"] <= 1.0 and "p_vs_naive" not in row["naive"]
-    for method in ("ipw", "two_tower", "dla", "trust_bias"):
+    for method in ("ipw", "two_tower", "dla"):
         r = row[method]
         assert 0.0 <= r["nDCG@10"] <= 1.0 and 0.0 < r["p_vs_naive"] <= 1.0
         lo, hi = r["ci_vs_naive"]
