@@ -19,7 +19,7 @@ def test_tiny_sweep_end_to_end(tiny_collection, tiny_bert_dir, tmp_path, capsys)
     rc = main(["clicks", "sweep", "--config", str(ROOT / "configs" / "clicks_severe.yaml"),
                f"output_dir={out}", f"collection={tiny_collection}", "max_train_queries=null",
                "simulation.impressions=1500", "simulation.top_k=10", "heldout_impressions=300",
-               "train.model.type=cross_encoder", f"train.model.name_or_path={tiny_bert_dir}",
+               "train.model.type=cross_encoder", f"train.model.name_or_path={tiny_bert_dir}", "train.model.params={}",
                "train.model.max_length=32", "train.bf16=false", "eval.depth=10", "eval.n_resamples=200"])
     assert rc == 0
     report = json.loads((out / "sweep_report.json").read_text())
