@@ -434,7 +434,7 @@ def plot_sweep(path: Path, report: dict, confidence: float) -> None:
 
     settings = report["settings"]
     methods = [m for m in dict.fromkeys(k for s in settings for k in s) if m not in ("name", "naive")]
-    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(settings) + 2), 4), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(settings) + 2), 4), dpi=110)
     try:
         width = 0.8 / max(len(methods), 1)
         for j, method in enumerate(methods):
@@ -454,7 +454,7 @@ def plot_sweep(path: Path, report: dict, confidence: float) -> None:
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xticks(range(len(settings)), [s["name"] for s in settings], rotation=15)
         ax.set_ylabel(f"ΔnDCG@10 vs naive ({round(100 * confidence)}% bootstrap CI)")
-        ax.set_title("Does position-bias correction help? (paired randomisation p)")
+        ax.set_title("Bias correction vs naive clicks (p: paired randomisation)", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
