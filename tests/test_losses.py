@@ -16,6 +16,8 @@ from rerankforge.losses import LOSSES, build_loss
 
 NAN = float("nan")
 TEACHER_LOSSES = {"mse", "kl", "margin_mse"}
+#: learned-bias losses read per-rank view/click counts (tests/test_click_losses.py)
+CLICK_LOSSES = {"two_tower", "dla", "trust_bias"}
 ALL = sorted(LOSSES)
 
 # One instance per configuration worth checking for the generic properties below.
@@ -86,7 +88,8 @@ def test_registry_and_targets():
     assert expected <= set(LOSSES)
     for name, cls in LOSSES.items():
         assert cls.name == name
-        assert cls.target == ("teacher" if name in TEACHER_LOSSES else "labels"), name
+        expected_target = "teacher" if name in TEACHER_LOSSES else "clicks" if name in CLICK_LOSSES else "labels"
+        assert cls.target == expected_target, name
 
 
 @pytest.mark.parametrize("name", ALL)

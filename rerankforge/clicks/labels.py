@@ -75,6 +75,9 @@ class LabelConfig:
     with_text: bool = True
     #: ignore ranks deeper than this (null: all shown ranks)
     max_rank: Optional[int] = None
+    #: also store per-rank ``views`` / ``clicks`` on every candidate (aggregate structure): what the
+    #: learned-bias losses (two_tower, dla, trust_bias) fit
+    with_counts: bool = False
 
     def validate(self) -> None:
         for name, value, allowed in (("method", self.method, METHODS), ("structure", self.structure, STRUCTURES),
@@ -83,6 +86,8 @@ class LabelConfig:
                 raise ConfigError(f"labels.{name} must be one of {', '.join(allowed)}, got {value!r}")
         if not self.max_weight >= 1.0:
             raise ConfigError(f"labels.max_weight must be >= 1 (a propensity is at most 1), got {self.max_weight}")
+        if self.with_counts and self.structure != "aggregate":
+            raise ConfigError("labels.with_counts needs structure 'aggregate' (counts per query group)")
 
 
 @dataclass
@@ -170,11 +175,14 @@ def _aggregate(qid, imps, cfg, weigher, propensities, queries, corpus, stats) ->
     inv_prop_sum: Counter = Counter()
     click_n: Counter = Counter()
     click_w: Counter = Counter()
+    rank_clicks: dict[str, Counter] = {}
     for imp in imps:
         clicked = imp.clicked(cfg.min_dwell)
         for r, d in enumerate(_shown(imp, cfg), start=1):
             order.setdefault(d, None)
             shown_n[d] += 1
+            if cfg.with_counts and d in clicked:
+                rank_clicks.setdefault(d, Counter())[r] += 1
             ranks.setdefault(d, Counter())[r] += 1
             if propensities is not None:
                 inv_prop_sum[d] += 1.0 / propensities.at(r)
@@ -186,6 +194,7 @@ def _aggregate(qid, imps, cfg, weigher, propensities, queries, corpus, stats) ->
         stats.dropped["no_clicks"] += 1
         return []
     text = _query_text(qid, imps, queries)
+    depth = max(r for rs in ranks.values() for r in rs)
     cands = []
     for d in order:
         n = shown_n[d]
@@ -196,9 +205,14 @@ def _aggregate(qid, imps, cfg, weigher, propensities, queries, corpus, stats) ->
             label, weight = min(rate, 1.0), 1.0
             stats.clipped_labels += rate > 1.0
         modal = min(ranks[d].items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        counts = {}
+        if cfg.with_counts:
+            clicked_at = rank_clicks.get(d, Counter())
+            counts = {"views": [float(ranks[d][r]) for r in range(1, depth + 1)],
+                      "clicks": [float(clicked_at[r]) for r in range(1, depth + 1)]}
         cands.append(Candidate(d, _text(d, corpus, cfg.with_text), label, rank=modal,
                                propensity=(n / inv_prop_sum[d]) if propensities is not None else None,
-                               weight=weight))
+                               weight=weight, **counts))
     meta = {"source": "clicks", "method": cfg.method, "label_mode": cfg.label_mode, "impressions": len(imps),
             "clicks": int(sum(click_n.values()))}
     return [Group(qid, text, cands, meta)]

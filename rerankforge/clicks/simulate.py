@@ -3,7 +3,9 @@
 Each impression picks a query uniformly at random (with replacement) among those that have
 judgments and a ranking, shows its top-k, and draws clicks from a position-based model:
 
-    P(examine rank r)          = (1 / r) ** eta                       (severity eta; eta = 0: no bias)
+    P(examine rank r)          = (1 / r) ** eta                       (severity eta, any value >= 0; 0: no bias)
+                                 or the curve of a propensity file     (``propensity_file``, e.g. the
+                                 one ``clicks estimate`` wrote for a real log)
     P(click | examined, rel)   = eps_neg + (eps_pos - eps_neg) * (2**rel - 1) / (2**max_rel - 1)
 
 ``relevance="graded"`` (above) spreads the click probability over the grades with the nDCG gain;
@@ -20,14 +22,26 @@ and its rank's propensity are confounded), so a share ``perturb_prob`` of impres
   Swaminathan and Schnabel, WSDM 2017);
 * ``none``    — always the first-stage order.
 
-Everything is drawn from one ``numpy`` generator seeded by ``seed``: the same inputs and config
+What is shown comes from a *logging ranker* (``logger``):
+
+* ``bm25``        — the first-stage order;
+* ``degraded``    — the first stage's top ``logger_pool`` re-sorted by score + Gaussian noise of
+  ``logger_noise`` times the query's score standard deviation over that pool (a fixed, worse ranker:
+  the noise is drawn once per (query, document) from ``logger_seed``, so a held-out log drawn with
+  another ``seed`` comes from the same ranker);
+* ``random_topk`` — the first stage's top-k in a fresh uniformly random order in every impression
+  (a fully randomised logging policy; ``perturb`` is then moot).
+
+Everything else is drawn from one ``numpy`` generator seeded by ``seed``: the same inputs and config
 give the same log.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -37,6 +51,7 @@ from rerankforge.config import option
 from rerankforge.errors import ConfigError
 
 PERTURBATIONS = ("none", "shuffle", "swap")
+LOGGERS = ("bm25", "degraded", "random_topk")
 
 
 @dataclass
@@ -51,6 +66,13 @@ class SimulationConfig:
                           help="interventions that make position bias identifiable")
     perturb_prob: float = option(0.2, flag="--perturb-prob", help="share of impressions perturbed")
     seed: int = option(0, flag="--seed", help="simulation seed")
+    propensity_file: Optional[str] = option(None, flag="--propensity-file",
+                                            help="examination curve from a propensities JSON (replaces eta)")
+    logger: str = option("bm25", flag="--logger", choices=LOGGERS, help="logging ranker that orders what is shown")
+    logger_noise: float = option(1.0, flag="--logger-noise",
+                                 help="degraded logger: noise sd in units of the query's score sd")
+    logger_pool: int = option(100, flag="--logger-pool", help="degraded logger: re-sorts the first-stage top N")
+    logger_seed: int = option(0, flag="--logger-seed", help="degraded logger: seed of its (fixed) noise")
 
     def validate(self) -> None:
         if self.impressions < 1 or self.top_k < 1:
@@ -65,7 +87,50 @@ class SimulationConfig:
             raise ConfigError(f"simulation.perturb must be one of {', '.join(PERTURBATIONS)}, got {self.perturb!r}")
         if not 0.0 <= self.perturb_prob <= 1.0:
             raise ConfigError(f"simulation.perturb_prob must be in [0, 1], got {self.perturb_prob}")
+        if self.logger not in LOGGERS:
+            raise ConfigError(f"simulation.logger must be one of {', '.join(LOGGERS)}, got {self.logger!r}")
+        if self.logger_noise < 0:
+            raise ConfigError(f"simulation.logger_noise must be >= 0, got {self.logger_noise}")
+        if self.logger_pool < self.top_k:
+            raise ConfigError(f"simulation.logger_pool ({self.logger_pool}) must be >= top_k ({self.top_k})")
 
+
+def retrieval_depth(cfg: SimulationConfig) -> int:
+    """How deep the first stage must go for the logging ranker."""
+    return max(cfg.top_k, cfg.logger_pool) if cfg.logger == "degraded" else cfg.top_k
+
+
+def examination_curve(cfg: SimulationConfig) -> list[float]:
+    """P(examine rank r), r = 1..top_k: (1/r)^eta, or the propensity file's curve (which must reach top_k)."""
+    if not cfg.propensity_file:
+        return true_propensities(cfg.top_k, cfg.eta)
+    from rerankforge.clicks.propensity import load_propensities
+
+    curve = load_propensities(cfg.propensity_file)
+    if len(curve) < cfg.top_k:
+        raise ConfigError(f"simulation.propensity_file {cfg.propensity_file} covers ranks 1-{len(curve)}, but "
+                          f"top_k is {cfg.top_k}: lower top_k or estimate on deeper impressions")
+    values = [min(1.0, v / curve.values[0]) for v in curve.values[: cfg.top_k]]
+    return values
+
+
+def logging_run(run: Run, cfg: SimulationConfig) -> Run:
+    """The logging ranker's top-k per query (see the module docstring)."""
+    if cfg.logger != "degraded":
+        return {q: list(docs[: cfg.top_k]) for q, docs in run.items()}
+    out: Run = {}
+    for q in sorted(run):
+        pool = list(run[q][: cfg.logger_pool])
+        if not pool:
+            continue
+        scores = np.array([float(s) for _, s in pool])
+        sd = float(scores.std()) or 1.0
+        # one generator per query, keyed by (logger_seed, query id): independent of which queries are simulated
+        rng = np.random.default_rng([cfg.logger_seed, int(hashlib.sha256(q.encode()).hexdigest()[:15], 16)])
+        noisy = scores + rng.normal(0.0, cfg.logger_noise * sd, size=len(pool))
+        order = np.argsort(-noisy, kind="stable")[: cfg.top_k]
+        out[q] = [(pool[i][0], float(noisy[i])) for i in order]
+    return out
 
 def true_propensities(top_k: int, eta: float) -> list[float]:
     """(1/r)^eta for r = 1..k (rank 1 = 1)."""
@@ -85,6 +150,7 @@ def simulate_clicks(run: Run, qrels: Mapping[str, Mapping[str, int]], cfg: Simul
                     queries: Mapping[str, str] | None = None) -> list[Impression]:
     """Sample ``cfg.impressions`` impressions of the top-k of ``run`` for queries judged in ``qrels``."""
     cfg.validate()
+    run = logging_run(run, cfg)
     qids = sorted(q for q in qrels if run.get(q))
     if not qids:
         raise ConfigError("no query has both judgments and a first-stage ranking to simulate on")
@@ -96,7 +162,7 @@ def simulate_clicks(run: Run, qrels: Mapping[str, Mapping[str, int]], cfg: Simul
     for i, q in enumerate(qids):
         for r, d in enumerate(docs[i]):
             prob[i, r] = click_probability(qrels[q].get(d, 0), max_grade, cfg)
-    theta = np.array(true_propensities(k, cfg.eta))
+    theta = np.array(examination_curve(cfg))
 
     rng = np.random.default_rng(cfg.seed)
     n = cfg.impressions
@@ -106,11 +172,14 @@ def simulate_clicks(run: Run, qrels: Mapping[str, Mapping[str, int]], cfg: Simul
     valid = positions < length[:, None]
     perm = np.broadcast_to(positions, (n, k)).copy()
     perturbed = rng.random(n) < cfg.perturb_prob if cfg.perturb != "none" else np.zeros(n, dtype=bool)
-    if cfg.perturb == "shuffle":
+    perturb = cfg.perturb
+    if cfg.logger == "random_topk":
+        perturb, perturbed = "shuffle", np.ones(n, dtype=bool)
+    if perturb == "shuffle":
         # Random keys sorted within the real positions; padding keys (inf) stay at the end.
         keys = np.where(valid, rng.random((n, k)), np.inf)
         perm[perturbed] = np.argsort(keys[perturbed], axis=1, kind="stable")
-    elif cfg.perturb == "swap":
+    elif perturb == "swap":
         rows = np.flatnonzero(perturbed & (length > 1))
         other = 1 + (rng.random(len(rows)) * (length[rows] - 1)).astype(np.int64)
         perm[rows, 0] = other

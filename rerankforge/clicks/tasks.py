@@ -195,7 +195,7 @@ def click_groups_from_log(cfg: ClickGroupsConfig):
 
 def simulate_log(cfg: SimulateConfig) -> dict[str, Any]:
     """A simulated click log at ``cfg.out`` and its truth (config, true propensities) beside it."""
-    from rerankforge.clicks.simulate import simulate_clicks, true_propensities
+    from rerankforge.clicks.simulate import examination_curve, retrieval_depth, simulate_clicks
     from rerankforge.data.beir import Collection
     from rerankforge.data.clicks import write_click_log
     from rerankforge.utils.io import write_json
@@ -210,11 +210,11 @@ def simulate_log(cfg: SimulateConfig) -> dict[str, Any]:
     else:
         from rerankforge.pipelines.steps import first_stage
 
-        run = first_stage(collection, cfg.split, "bm25", sim.top_k)
+        run = first_stage(collection, cfg.split, "bm25", retrieval_depth(sim))
     impressions = simulate_clicks(run, qrels, sim)
     write_click_log(cfg.out, impressions)
     truth = sidecar(cfg.out, ".sim.json")
-    true = true_propensities(sim.top_k, sim.eta)
+    true = examination_curve(sim)
     write_json(truth, {"config": asdict(sim), "true_propensity": true, "collection": str(collection.root),
                        "split": cfg.split, "run": cfg.run or "bm25"})
     return {"impressions": len(impressions), "queries": len({i.query_id for i in impressions}),

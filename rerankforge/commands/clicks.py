@@ -4,6 +4,7 @@
     rerankforge clicks groups --log LOG --collection DIR --propensities P.json --method ipw --out GROUPS.jsonl
     rerankforge clicks simulate --collection DIR --split train --out LOG.jsonl.gz
     rerankforge clicks experiment --config configs/clicks_nfcorpus.yaml [key=value ...]
+    rerankforge clicks sweep --config configs/clicks_sweep.yaml [key=value ...]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ def add_parser(sub):
     from rerankforge.clicks.tasks import ClickGroupsConfig, EstimateConfig, SimulateConfig
     from rerankforge.config import add_config_args
     from rerankforge.pipelines.clicks_experiment import ClicksExperimentConfig
+    from rerankforge.pipelines.clicks_sweep import ClicksSweepConfig
 
     p = sub.add_parser("clicks", help="click logs: position bias, click labels, simulation, experiment",
                        description="Unbiased learning to rank from click logs.")
@@ -27,12 +29,15 @@ def add_parser(sub):
                     SimulateConfig, example="simulation.eta=2")
     add_config_args(verbs.add_parser("experiment", help="simulate, estimate, train naive vs IPW, evaluate (one config)"),
                     ClicksExperimentConfig, config_required=True, example="simulation.impressions=5000")
+    add_config_args(verbs.add_parser("sweep", help="grid of simulated logs x methods (naive, ipw, two_tower, dla): "
+                                                   "when does bias correction help?"),
+                    ClicksSweepConfig, config_required=True, example="max_train_queries=100")
     return p
 
 
 def run(args) -> int:
     return {"estimate": _estimate, "groups": _groups, "simulate": _simulate,
-            "experiment": _experiment}[args.clicks_command](args)
+            "experiment": _experiment, "sweep": _sweep}[args.clicks_command](args)
 
 
 def _estimate(args) -> int:
@@ -115,4 +120,16 @@ def _experiment(args) -> int:
         print(f"IPW - naive nDCG@10: {c['delta']:+.4f} over {c['queries']} queries "
               f"(wins {c['wins']}, losses {c['losses']}; paired randomisation p = {c['p_randomization']:.3g})")
     print(f"wrote {Path(cfg.output_dir) / 'clicks_report.json'}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from rerankforge.config import config_from_args
+    from rerankforge.pipelines.clicks_sweep import ClicksSweepConfig, run_sweep
+
+    cfg = config_from_args(ClicksSweepConfig, args)
+    run_sweep(cfg, progress=cfg.train.get("progress", True))
+    out = Path(cfg.output_dir)
+    print((out / "sweep_report.md").read_text())
+    print(f"wrote {out / 'sweep_report.json'}, {out / 'sweep_report.md'} and {out / 'sweep_delta.png'}")
     return 0

@@ -28,6 +28,9 @@ class GroupBatch:
     teacher: torch.Tensor
     weights: torch.Tensor
     first_stage: torch.Tensor
+    #: ``[B, G, K]`` impressions / clicks per rank (click-log groups with ``views``; else None)
+    views: torch.Tensor | None = None
+    clicks: torch.Tensor | None = None
 
     def to(self, device, non_blocking: bool = False) -> GroupBatch:
         def move(x):
@@ -109,6 +112,20 @@ class GroupDataset(Dataset):
         return {"query_id": group.query_id, "query": group.query, "candidates": chosen, "texts": texts}
 
 
+def _counts(items: list[dict], attr: str) -> torch.Tensor | None:
+    """``[B, G, K]`` per-rank counts (zeros where a candidate has none); None when no candidate has any."""
+    lists = [[getattr(c, attr) for c in it["candidates"]] for it in items]
+    depth = max((len(v) for row in lists for v in row if v is not None), default=0)
+    if not depth:
+        return None
+    out = torch.zeros(len(items), max(len(row) for row in lists), depth, dtype=torch.float32)
+    for b, row in enumerate(lists):
+        for g, v in enumerate(row):
+            if v:
+                out[b, g, : len(v)] = torch.tensor(v, dtype=torch.float32)
+    return out
+
+
 def _matrix(items: list[dict], attr: str, fill: float, default: float) -> torch.Tensor:
     width = max(len(it["candidates"]) for it in items)
     out = torch.full((len(items), width), fill, dtype=torch.float32)
@@ -141,4 +158,6 @@ class GroupCollator:
             teacher=_matrix(items, "teacher", float("nan"), float("nan")),
             weights=weights,
             first_stage=_matrix(items, "score", float("nan"), float("nan")),
+            views=_counts(items, "views"),
+            clicks=_counts(items, "clicks"),
         )

@@ -10,8 +10,11 @@ One JSON object per line::
 Only ``doc_id`` is required per candidate; ``label`` is a graded relevance (``null`` =
 unjudged), ``teacher`` a teacher model's score, ``rank``/``score`` the first-stage position
 (1-based) and score, ``propensity`` the examination probability of a clicked position and
-``weight`` a per-candidate loss weight (e.g. inverse propensity). Candidate order carries no
-meaning: positives can sit anywhere.
+``weight`` a per-candidate loss weight (e.g. inverse propensity). Click-derived groups may also
+carry ``views`` and ``clicks``: how often the document was shown, and clicked, at each rank
+(``views[r-1]`` at rank r) — the sufficient statistics of a position-based click model, which the
+learned-bias losses (``two_tower``, ``dla``, ``trust_bias``) fit without one group per impression.
+Candidate order carries no meaning: positives can sit anywhere.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from rerankforge.utils.io import atomic_write, iter_jsonl
 
 SCHEMA = "rerankforge.group/1"
 _OPTIONAL_FLOATS = ("label", "teacher", "score", "propensity", "weight")
+_COUNT_LISTS = ("views", "clicks")
 
 
 @dataclass
@@ -39,6 +43,9 @@ class Candidate:
     score: float | None = None
     propensity: float | None = None
     weight: float | None = None
+    #: per-rank impressions / clicks of this document (index r-1 = rank r), from a click log
+    views: list[float] | None = None
+    clicks: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         # Direct attribute reads: dataclasses.asdict deep-copies and was a third of mining CPU at 1M.
@@ -72,7 +79,7 @@ def _parse_candidate(raw: Any, path, lineno: int, k: int) -> Candidate:
         raise DataFormatError(path, lineno, f"candidate {k} is not an object")
     if "doc_id" not in raw or str(raw["doc_id"]) == "":
         raise DataFormatError(path, lineno, f'candidate {k} has no "doc_id"')
-    unknown = set(raw) - {"doc_id", "text", "rank", *_OPTIONAL_FLOATS}
+    unknown = set(raw) - {"doc_id", "text", "rank", *_OPTIONAL_FLOATS, *_COUNT_LISTS}
     if unknown:
         raise DataFormatError(path, lineno, f"candidate {k} has unknown fields {sorted(unknown)}")
     values: dict[str, Any] = {"doc_id": str(raw["doc_id"])}
@@ -92,6 +99,21 @@ def _parse_candidate(raw: Any, path, lineno: int, k: int) -> Candidate:
         if not isinstance(raw["rank"], int) or raw["rank"] < 1:
             raise DataFormatError(path, lineno, f"candidate {k} rank must be a positive integer")
         values["rank"] = raw["rank"]
+    for key in _COUNT_LISTS:
+        v = raw.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                              and math.isfinite(x) and x >= 0 for x in v):
+            raise DataFormatError(path, lineno, f"candidate {k} field {key!r} must be a list of counts >= 0")
+        values[key] = [float(x) for x in v]
+    if ("views" in values) != ("clicks" in values):
+        raise DataFormatError(path, lineno, f'candidate {k} has only one of "views" / "clicks" (give both)')
+    if "views" in values:
+        if len(values["views"]) != len(values["clicks"]):
+            raise DataFormatError(path, lineno, f'candidate {k}: "views" and "clicks" have different lengths')
+        if any(c > v for c, v in zip(values["clicks"], values["views"])):
+            raise DataFormatError(path, lineno, f"candidate {k}: more clicks than views at some rank")
     return Candidate(**values)
 
 

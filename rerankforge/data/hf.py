@@ -30,16 +30,18 @@ from rerankforge.data.groups import Group, iter_groups, parse_group
 from rerankforge.errors import ConfigError, DataFormatError
 
 # Bump when the column layout changes so cached Arrow copies of JSONL files are rebuilt.
-_LAYOUT = "1"
+_LAYOUT = "2"
 _CANDIDATE_TYPES = {"doc_id": "string", "text": "string", "label": "float64", "teacher": "float64",
-                    "rank": "int64", "score": "float64", "propensity": "float64", "weight": "float64"}
+                    "rank": "int64", "score": "float64", "propensity": "float64", "weight": "float64",
+                    "views": "list", "clicks": "list"}
 _REQUIRED = ("query_id", "query", "candidates")
 _ITER_BATCH = 256
 
 
 def groups_features() -> Features:
     """The Arrow schema of a group row. Floats are float64 so values come back bit-identical."""
-    candidate = {name: Value(dtype) for name, dtype in _CANDIDATE_TYPES.items()}
+    candidate = {name: List(Value("float64")) if dtype == "list" else Value(dtype)
+                 for name, dtype in _CANDIDATE_TYPES.items()}
     return Features({"query_id": Value("string"), "query": Value("string"),
                      "candidates": List(candidate), "meta": Value("string")})
 

@@ -25,10 +25,22 @@ class RankingLoss(nn.Module):
     #: a group whose labels have no positive (> 0) contributes nothing to this loss (exactly 0 or
     #: no pair); the trainer skips such groups and refuses data made only of them
     needs_positive: bool = False
+    #: learning rate of the loss's own parameters (learned-bias losses own a bias tower); the
+    #: trainer gives them an optimizer group of their own. None: optim.lr
+    param_lr: float | None = None
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                 weights: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def forward_batch(self, scores: torch.Tensor, batch) -> torch.Tensor:
+        """The loss on a :class:`~rerankforge.data.dataset.GroupBatch`; losses that read more than one
+        field (the click losses read per-rank ``views`` and ``clicks``) override this."""
+        return self(scores, batch.field(self.target), batch.mask, batch.weights)
+
+    def describe(self) -> dict[str, Any] | None:
+        """What the loss learned (e.g. a position-bias curve), JSON-ready; None when it learns nothing."""
+        return None
 
 
 LOSSES: Registry[RankingLoss] = Registry("loss", RankingLoss)
@@ -171,6 +183,10 @@ class WeightedSum(RankingLoss):
         """The batch fields the terms read (e.g. to check that the data has teacher scores)."""
         return sorted({loss.target for loss in self.terms})
 
+    def describe(self) -> dict[str, Any] | None:
+        found = {key: d for key, loss in zip(self.part_names, self.terms) if (d := loss.describe()) is not None}
+        return found or None
+
     def forward(self, scores, targets, mask, weights=None):
         """The plain contract, when every term reads the same field; mixed sums need ``forward_batch``."""
         if self.target == "mixed":
@@ -185,12 +201,16 @@ class WeightedSum(RankingLoss):
         parts = {}
         for w, key, loss in zip(self.weights, self.part_names, self.terms):
             targets = batch.field(loss.target)
-            if loss.target not in self._warned and not bool((torch.isfinite(targets) & batch.mask).any()):
+            if targets is None:
+                raise ConfigError(f"loss {key!r} reads batch field {loss.target!r}, which these groups do not carry "
+                                  f"(click losses need groups with per-rank views/clicks: clicks groups with counts)")
+            if (loss.target not in self._warned and targets.dim() == batch.mask.dim()
+                    and not bool((torch.isfinite(targets) & batch.mask).any())):
                 # A distillation term on groups without teacher scores would silently contribute 0.
                 self._warned.add(loss.target)
                 warnings.warn(f"loss {key!r} reads batch field {loss.target!r}, which has no finite value in "
                               f"this batch; the term contributes 0", stacklevel=2)
-            value = loss(scores, targets, batch.mask, batch.weights)
+            value = loss.forward_batch(scores, batch)
             parts[key] = float(value.detach())
             total = total + w * value
         return total, parts

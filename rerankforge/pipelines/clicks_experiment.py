@@ -119,7 +119,7 @@ def run_experiment(cfg: ClicksExperimentConfig, progress: bool = True) -> dict[s
     from rerankforge.clicks.pbm import bootstrap_pbm, fit_pbm, identifiable_share
     from rerankforge.clicks.plot import plot_propensities
     from rerankforge.clicks.propensity import Propensities
-    from rerankforge.clicks.simulate import simulate_clicks, true_propensities
+    from rerankforge.clicks.simulate import examination_curve, retrieval_depth, simulate_clicks
     from rerankforge.data.beir import Collection
     from rerankforge.data.clicks import read_click_log, write_click_log
     from rerankforge.data.groups import write_groups
@@ -144,12 +144,12 @@ def run_experiment(cfg: ClicksExperimentConfig, progress: bool = True) -> dict[s
     train_queries = collection.split_queries(cfg.train_split)
     if cfg.max_train_queries:
         train_queries = dict(list(train_queries.items())[: cfg.max_train_queries])
-    train_run = retriever.search(train_queries, sim.top_k)
+    train_run = retriever.search(train_queries, retrieval_depth(sim))
     write_run(out / "train_first_stage.trec", train_run, tag="bm25")
     impressions = simulate_clicks(train_run, collection.qrels(cfg.train_split), sim)
     log_path = out / "clicks.jsonl.gz"
     write_click_log(log_path, impressions)
-    true = true_propensities(sim.top_k, sim.eta)
+    true = examination_curve(sim)
     write_json(out / "simulation.json", {"config": asdict(sim), "true_propensity": true,
                                          "queries": len(train_run), "impressions": len(impressions)})
     timings["simulate_s"] = time.perf_counter() - t0

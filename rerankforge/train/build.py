@@ -34,8 +34,12 @@ def _no_decay(name: str) -> bool:
     return name.endswith("bias") or "LayerNorm" in name or "layernorm" in name or "norm.weight" in name
 
 
-def build_optimizer(model: Reranker, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and norms; fresh heads may get ``head_lr``."""
+def build_optimizer(model: Reranker, cfg: OptimConfig, loss: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norms; fresh heads may get ``head_lr``.
+
+    Parameters of ``loss`` (learned-bias click losses own a bias tower) join the optimizer in one
+    group per loss term, at that term's ``param_lr`` (else ``cfg.lr``) and without weight decay: a
+    position-bias logit shrunk towards 0 would be a prior that rank r is examined half the time."""
     groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
@@ -45,6 +49,12 @@ def build_optimizer(model: Reranker, cfg: OptimConfig) -> torch.optim.Optimizer:
         {"params": ps, "lr": head_lr if is_head else cfg.lr, "weight_decay": 0.0 if no_decay else cfg.weight_decay}
         for (is_head, no_decay), ps in groups.items()
     ]
+    terms = list(getattr(loss, "terms", [loss] if loss is not None else []))
+    for term in terms:
+        ps = [p for p in term.parameters() if p.requires_grad]
+        if ps:
+            lr = getattr(term, "param_lr", None)
+            param_groups.append({"params": ps, "lr": cfg.lr if lr is None else float(lr), "weight_decay": 0.0})
     return torch.optim.AdamW(param_groups)
 
 

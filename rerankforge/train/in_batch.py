@@ -28,6 +28,8 @@ class InBatchView:
         self.weights = out.expand(batch.weights, 1.0)
         self.first_stage = out.expand(batch.first_stage, float("nan"))
         self.query_ids = batch.query_ids
+        # Per-rank click counts do not spread over other queries' documents: click losses refuse them.
+        self.views = self.clicks = None
 
     def field(self, name: str) -> torch.Tensor:
         return getattr(self, name)

@@ -189,12 +189,17 @@ class Trainer:
                             # A private generator: creating an iterator must not draw from the global RNG,
                             # or dropout masks after a resume would differ from the uninterrupted run.
                             generator=torch.Generator().manual_seed(cfg.seed))
-        optimizer = build_optimizer(model, cfg.optim)
+        # Learned-bias losses own parameters: they live beside the model, train in the same optimizer
+        # and are checkpointed with it (state restored on resume); they are not exported.
+        self.loss.to(accelerator.device)
+        optimizer = build_optimizer(model, cfg.optim, self.loss)
         export = ModelExport(accelerator, model, cfg)  # before prepare: a sharded model is rebuilt from a copy
         self.dev, self._dev_step = DevEvaluator.from_config(cfg), None
         if self.dev is not None and accelerator.is_main_process:
             self.dev.prepare()  # the dev first stage is retrieved once, before the first step
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+        if any(True for _ in self.loss.parameters()):
+            accelerator.register_for_checkpointing(self.loss)
         steps_per_epoch = math.ceil(len(loader) / cfg.optim.grad_accum)
         # An explicit max_steps wins (validated >= 1); None means epochs decide.
         total_steps = cfg.optim.max_steps if cfg.optim.max_steps is not None else steps_per_epoch * cfg.optim.epochs
@@ -345,6 +350,9 @@ class Trainer:
         summary = {"global_step": state["global_step"], "pairs": state["pairs"], "train_seconds": train_seconds,
                    "pairs_per_s": (state["pairs"] - pairs_start) / max(train_seconds, 1e-9),
                    "processes": accelerator.num_processes, "history": history, "collapse": guard.summary()}
+        learned = self.loss.describe()
+        if learned:
+            summary["loss_state"] = learned
         if budget is not None:
             summary.update(max_minutes=cfg.optim.max_minutes, fitted_steps=state.get("total_steps"),
                            stopped_by_budget=state.get("stopped_by_budget"))

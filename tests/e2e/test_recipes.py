@@ -16,7 +16,7 @@ def verb_of(path: Path) -> str:
     if path.name.startswith("distill_"):
         return "distill"
     if path.name.startswith("clicks_"):
-        return "clicks experiment"
+        return "clicks sweep" if "\nsettings:" in path.read_text() else "clicks experiment"
     return "train"
 
 
@@ -34,13 +34,19 @@ def small_slice(path: Path, out: Path, tiny_bert: Path, tiny_llama: Path, teache
                 "mine.pseudo.sentences=3", "student.layers=[0,1]", "train.optim.max_steps=2",
                 "train.optim.max_minutes=null", "train.data.num_workers=0", "eval.max_queries=2", "eval.depth=4",
                 "progress=false"]
+    if verb == "clicks sweep":
+        return [f"output_dir={out}", "collection=bundled:scifact", "max_train_queries=12",
+                "simulation.impressions=300", "simulation.top_k=10", "heldout_impressions=100",
+                "settings=[{name: s, simulation: {eta: 2.0, top_k: 10}}]", "train.model.type=cross_encoder",
+                f"train.model.name_or_path={tiny_bert}", "train.model.params={}", "train.model.max_length=64",
+                "train.optim.max_steps=2", "eval.max_queries=2", "eval.depth=4", "eval.n_resamples=50"]
     return [f"output_dir={out}", "collection=bundled:scifact", "max_train_queries=12", "simulation.impressions=120",
             "estimation.bootstrap=0", f"train.model.name_or_path={tiny_bert}", "train.model.max_length=64",
             "train.optim.max_steps=2", "train.progress=false", "eval.max_queries=2", "eval.depth=4"]
 
 
 def test_every_config_is_covered():
-    assert len(CONFIGS) >= 10 and {verb_of(p) for p in CONFIGS} == {"train", "distill", "clicks experiment"}
+    assert len(CONFIGS) >= 10 and {verb_of(p) for p in CONFIGS} == {"train", "distill", "clicks experiment", "clicks sweep"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
