@@ -21,7 +21,9 @@ def test_auto_follows_the_cpu(monkeypatch):
     monkeypatch.setattr(precision, "cpu_native_bf16", lambda: True)
     assert use_bf16("auto", CPU) is True
     assert use_bf16(False, CPU) is False
-    assert use_bf16(True, CPU) is torch.backends.mkldnn.is_available()  # the historical behaviour
+    assert use_bf16(True, CPU) is torch.backends.mkldnn.is_available()  # bf16 hardware: bf16
+    monkeypatch.setattr(precision, "cpu_native_bf16", lambda: False)
+    assert use_bf16(True, CPU) is False  # no bf16 hardware: float32, never emulated bf16
     with pytest.raises(ValueError, match="auto"):
         use_bf16("yes", CPU)
 

@@ -11,6 +11,8 @@ the encoder still runs in bf16.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -40,6 +42,7 @@ def float32_head(model: nn.Module, names: tuple[str, ...]) -> list[str]:
 
 
 # --- which precision scoring runs in ----------------------------------------------------------
+@functools.lru_cache(maxsize=None)
 def cpu_native_bf16() -> bool:
     """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX-BF16).
 
@@ -65,9 +68,8 @@ def cpu_native_bf16() -> bool:
 def use_bf16(bf16: bool | str, device: torch.device, model: nn.Module | None = None) -> bool:
     """Whether scoring on ``device`` runs under bf16 autocast.
 
-    ``bf16``: True (bf16 wherever oneDNN is present, the historical default), False (float32), or
-    "auto" (bf16 on CUDA and on CPUs with native bf16 only; float32 elsewhere: same or better
-    scores, and on CPUs without bf16 hardware faster). An int8-quantised model (``quantize_int8``)
+    ``bf16``: True (bf16 on CUDA and on CPUs with bf16 hardware and oneDNN; float32 elsewhere),
+    False (float32), or "auto" (bf16 on CUDA and on CPUs with native bf16 only). An int8-quantised model (``quantize_int8``)
     always runs without autocast: its linear layers take float32 activations."""
     if model is not None and getattr(model, "quantized", None):
         return False
@@ -75,4 +77,6 @@ def use_bf16(bf16: bool | str, device: torch.device, model: nn.Module | None = N
         return device.type == "cuda" or (device.type == "cpu" and cpu_native_bf16())
     if isinstance(bf16, str):
         raise ValueError(f"bf16 must be true, false or 'auto', got {bf16!r}")
-    return bool(bf16) and (device.type == "cuda" or torch.backends.mkldnn.is_available())
+    # True on a CPU without bf16 hardware means float32: oneDNN would only emulate bf16 there
+    # (several times slower than float32, and less exact), which nobody asking for speed wants.
+    return bool(bf16) and (device.type == "cuda" or (torch.backends.mkldnn.is_available() and cpu_native_bf16()))
