@@ -34,6 +34,23 @@ def cell_mask(views: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return mask.bool()[:, :, None] & (views > 0)
 
 
+def count_inputs(name: str, num_ranks: int, scores: torch.Tensor, clicks: torch.Tensor, mask: torch.Tensor,
+                 views: torch.Tensor | None):
+    """The checked, float32 inputs of a count-based click loss: ``(scores, views, clicks, cells,
+    valid)``, where ``valid[B, G]`` marks candidates shown at least once and scores outside it are 0
+    (padding never reaches a sigmoid)."""
+    from rerankforge.losses.base import as_float
+
+    if views is None:
+        raise ValueError(f"{name} needs per-rank views as well as clicks")
+    check_depth(views, num_ranks, name)
+    views, clicks = views.to(torch.float32), clicks.to(torch.float32)
+    cells = cell_mask(views, mask)
+    valid = mask.bool() & cells.any(-1)
+    s = as_float(scores)
+    return torch.where(valid, s, torch.zeros_like(s)), views, clicks, cells, valid
+
+
 class RelevanceCalibration(nn.Module):
     """rel = exp(log_scale) * s + offset: the relevance tower's scores as a click logit.
 

@@ -26,9 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rerankforge.losses._click_common import (RelevanceCalibration, bernoulli_nll, cell_mask, check_depth,
-                                              click_counts, seen_ranks)
-from rerankforge.losses.base import RankingLoss, as_float, register_loss
+from rerankforge.losses._click_common import RelevanceCalibration, bernoulli_nll, click_counts, count_inputs, seen_ranks
+from rerankforge.losses.base import RankingLoss, register_loss
 
 
 @register_loss("trust_bias")
@@ -48,13 +47,7 @@ class TrustBiasClickLoss(RankingLoss):
         self.register_buffer("seen", torch.zeros(self.num_ranks))
 
     def forward(self, scores, clicks, mask, weights=None, views=None):
-        if views is None:
-            raise ValueError("trust_bias needs per-rank views as well as clicks")
-        check_depth(views, self.num_ranks, "trust_bias")
-        views, clicks = views.to(torch.float32), clicks.to(torch.float32)
-        cells = cell_mask(views, mask)
-        valid = mask.bool() & cells.any(-1)
-        scores = torch.where(valid, as_float(scores), torch.zeros_like(as_float(scores)))
+        scores, views, clicks, cells, valid = count_inputs("trust_bias", self.num_ranks, scores, clicks, mask, views)
         k = views.shape[-1]
         gamma = torch.sigmoid(self.relevance(scores, valid))[:, :, None]
         p = torch.sigmoid(self.pos_logit[:k]) * gamma + torch.sigmoid(self.neg_logit[:k]) * (1 - gamma)

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rerankforge.losses._click_common import (RelevanceCalibration, bernoulli_nll, cell_mask, check_depth,
-                                              click_counts, log1m_exp, seen_ranks)
+from rerankforge.losses._click_common import (RelevanceCalibration, bernoulli_nll, click_counts, count_inputs,
+                                              log1m_exp, seen_ranks)
 from rerankforge.losses.base import RankingLoss, as_float, register_loss
 
 FORMS = ("pbm", "additive")
@@ -71,13 +71,7 @@ class TwoTowerClickLoss(RankingLoss):
         return log_p, log1m_exp(log_p)
 
     def forward(self, scores, clicks, mask, weights=None, views=None):
-        if views is None:
-            raise ValueError("two_tower needs per-rank views as well as clicks")
-        check_depth(views, self.num_ranks, "two_tower")
-        views, clicks = views.to(torch.float32), clicks.to(torch.float32)
-        cells = cell_mask(views, mask)
-        valid = mask.bool() & cells.any(-1)
-        scores = torch.where(valid, as_float(scores), torch.zeros_like(as_float(scores)))
+        scores, views, clicks, cells, valid = count_inputs("two_tower", self.num_ranks, scores, clicks, mask, views)
         log_p, log_1mp = self.click_log_probs(scores, views.shape[-1], valid)
         with torch.no_grad():
             self.seen[: views.shape[-1]] += views.where(cells, torch.zeros_like(views)).sum((0, 1))
