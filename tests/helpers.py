@@ -69,3 +69,25 @@ def write_tiny_collection(root: Path, n: int = 10, size: int = 6) -> tuple[Path,
     run.write_text("".join(f"{g.query_id} Q0 {c.doc_id} {r} {10 - r} bm25\n" for g in groups
                            for r, c in enumerate(g.candidates, start=1)))
     return root, run
+
+
+def write_adapt_collection(root, n_docs=40, n_test=6, seed=5):
+    """A corpus with titles (pseudo-queries) and judged test queries, for `adapt` (seconds)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    (root / "qrels").mkdir(parents=True)
+    docs, queries, qrels = {}, {}, []
+    for i in range(n_docs):
+        topic = rng.sample(WORDS, 4)
+        title = " ".join(topic + rng.sample(WORDS, 2))
+        body = " ".join(rng.sample(WORDS, 8) + topic + rng.sample(WORDS, 8))
+        docs[f"d{i}"] = {"_id": f"d{i}", "title": title, "text": body}
+        if i < n_test:
+            queries[f"q{i}"] = " ".join(topic[:3])
+            qrels.append(f"q{i}\td{i}\t1")
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs.values()))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
+    return root

@@ -30,7 +30,8 @@ OUTSIDE = textwrap.dedent('''
             self.factor, self.inner = factor, ListwiseSoftmaxCE()
 
         def forward(self, scores, targets, mask, weights=None):
-            CALLS.append(scores.shape)
+            if scores.requires_grad:  # the training step's call (the collapse guard re-scores detached)
+                CALLS.append(scores.shape)
             return self.factor * self.inner(scores, targets, mask, weights)
 
     class TinyReranker(CrossEncoder):

@@ -1,7 +1,6 @@
 """``rerankforge adapt`` end to end on a tiny collection with a tiny bi-encoder (seconds)."""
 
 import json
-import random
 import shlex
 import shutil
 
@@ -13,24 +12,7 @@ from rerankforge.data.trec import read_run
 from rerankforge.eval import evaluate
 
 from helpers import WORDS
-
-
-def _write_collection(root, n_docs=40, n_test=6, seed=5):
-    rng = random.Random(seed)
-    (root / "qrels").mkdir(parents=True)
-    docs, queries, qrels = {}, {}, []
-    for i in range(n_docs):
-        topic = rng.sample(WORDS, 4)
-        title = " ".join(topic + rng.sample(WORDS, 2))
-        body = " ".join(rng.sample(WORDS, 8) + topic + rng.sample(WORDS, 8))
-        docs[f"d{i}"] = {"_id": f"d{i}", "title": title, "text": body}
-        if i < n_test:
-            queries[f"q{i}"] = " ".join(topic[:3])
-            qrels.append(f"q{i}\td{i}\t1")
-    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs.values()))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
-    return root
+from helpers import write_adapt_collection as _write_collection
 
 
 def _args(coll, out, tiny_bert_dir, flags=(), overrides=()):

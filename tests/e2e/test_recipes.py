@@ -13,6 +13,8 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def verb_of(path: Path) -> str:
+    if path.name.startswith("adapt"):
+        return "adapt"
     if path.name.startswith("distill_"):
         return "distill"
     if path.name.startswith("clicks_"):
@@ -34,6 +36,15 @@ def small_slice(path: Path, out: Path, tiny_bert: Path, tiny_llama: Path, teache
                 "mine.pseudo.sentences=3", "student.layers=[0,1]", "train.optim.max_steps=2",
                 "train.optim.max_minutes=null", "train.data.num_workers=0", "eval.max_queries=2", "eval.depth=4",
                 "progress=false"]
+    if verb == "adapt":
+        from helpers import write_adapt_collection
+
+        coll = write_adapt_collection(out.parent / "coll")
+        return ["--collection", str(coll), "--out", str(out), "--minutes", "1", "--no-progress",
+                "--pseudo-queries", "24", "--dev-queries", "8", f"train.model.name_or_path={tiny_bert}",
+                "train.model.max_length=48", "train.optim.max_steps=2", "train.optim.batch_size=4",
+                "train.data.group_size=4", "pseudo.span_min_words=3", "pseudo.span_max_words=5",
+                f"dense_model={tiny_bert}", "pseudo.min_doc_words=3", "negatives.negatives=4", "depth=20"]
     if verb == "clicks sweep":
         return [f"output_dir={out}", "collection=bundled:scifact", "max_train_queries=12",
                 "simulation.impressions=300", "simulation.top_k=10", "heldout_impressions=100",
@@ -46,7 +57,8 @@ def small_slice(path: Path, out: Path, tiny_bert: Path, tiny_llama: Path, teache
 
 
 def test_every_config_is_covered():
-    assert len(CONFIGS) >= 10 and {verb_of(p) for p in CONFIGS} == {"train", "distill", "clicks experiment", "clicks sweep"}
+    assert len(CONFIGS) >= 10 and {verb_of(p) for p in CONFIGS} == {"train", "distill", "clicks experiment", "clicks sweep",
+                                                                "adapt"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -64,6 +76,13 @@ def test_shipped_config_runs_on_a_small_slice(path, tmp_path, tiny_bert_dir, tin
     elif verb == ["distill"]:
         report = json.loads((out / "distill_report.json").read_text())
         assert report["train"]["global_step"] == 2 and report["setup"]["queries"] == 2
+    elif verb == ["adapt"]:
+        report = json.loads((out / "adapt_report.json").read_text())
+        assert {"first_stage", "pure", "output", "fusion"} <= set(report) and (out / "model").is_dir()
+    elif verb == ["clicks", "sweep"]:
+        report = json.loads((out / "sweep_report.json").read_text())
+        assert [s["name"] for s in report["settings"]] == ["s"]
+        assert {"naive", "ipw"} <= set(report["settings"][0])
     else:
         report = json.loads((out / "clicks_report.json").read_text())
         assert set(report) >= {"bm25", "naive", "ipw", "propensity"}
