@@ -25,7 +25,7 @@ Rates: pairs/s (min and median over repetitions; steady state, warm-up steps exc
 tokens/s (non-pad tokens), achieved GFLOP/s (executed FLOPs, padding included; a training step is
 3x the forward) and its fraction of the measured matmul ceiling, ratio to sentence-transformers.
 
-    /work/bin/heavy python scripts/bench_speed.py --sections ceiling,train --out bench_speed.json
+    python scripts/bench_speed.py --sections ceiling,train --out bench_speed.json   # on an otherwise idle machine
     python scripts/bench_speed.py --quick --model TINY_DIR --collection TINY_COLLECTION   # CI smoke
 
 ``--merge`` keeps the other sections of an existing output file; ``--device cuda`` (see
