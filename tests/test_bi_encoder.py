@@ -45,3 +45,39 @@ def test_forward_equals_score_pairs_and_training_moves_it(tmp_path, tiny_bert_di
     assert type(again) is BiEncoder and again.temperature == 0.05
     np.testing.assert_allclose(again.score_pairs(["q"], ["d"], bf16=False), model.score_pairs(["q"], ["d"], bf16=False),
                                atol=1e-5)
+
+
+def test_in_batch_scores_cover_own_candidates_and_other_ranks(tiny_bert_dir):
+    """In-batch scores: own candidates' columns equal forward(); another process' documents
+    arrive as extra columns after (or before) the local block, without gradient."""
+    torch.manual_seed(0)
+    model = BiEncoder(str(tiny_bert_dir), max_length=32).eval()
+    groups = make_groups(n=3, size=3)
+    feats = model.tokenize([g.query for g in groups], [[c.text for c in g.candidates] for g in groups])
+    mask = torch.tensor([[True, True, True], [True, True, False], [True, True, True]])
+    keep = mask.reshape(-1).nonzero(as_tuple=True)[0]
+    feats = {k: (v[keep] if k.startswith("d_") else v) for k, v in feats.items()}
+    with torch.no_grad():
+        own = model(feats, mask)
+        ib = model(feats, mask, in_batch=True)
+    assert ib.scores.shape == (3, 8) and ib.doc_offset == 0
+    rows, slots = mask.nonzero(as_tuple=True)
+    torch.testing.assert_close(ib.scores[rows, ib.own_columns[rows, slots]], own[rows, slots], atol=1e-5, rtol=0)
+    assert (ib.own_columns[~mask] == -1).all()
+
+    other = torch.nn.functional.normalize(torch.randn(5, model.model.config.hidden_size), dim=-1)
+
+    def fake_gather(t):  # this is rank 1 of 2: the other process' block comes first
+        if t.dtype == torch.long:  # sizes [[n, L]]
+            return torch.cat([torch.tensor([[5, 1]]), t])
+        assert not t.requires_grad  # nothing with a graph may be sent to other processes
+        remote = torch.zeros_like(t)  # padded to the same [n_max, ...] shape as the local block
+        remote[:5] = other.unsqueeze(1) if t.dim() == 3 else 1
+        return torch.cat([remote, t])
+
+    with torch.no_grad():
+        gathered = model(feats, mask, in_batch=True, gather_fn=fake_gather, rank=1)
+    assert gathered.doc_offset == 5 and gathered.scores.shape == (3, 13)
+    torch.testing.assert_close(gathered.scores[:, 5:], ib.scores, atol=1e-5, rtol=0)
+    q = model.embed({k[2:]: v for k, v in feats.items() if k.startswith("q_")})
+    torch.testing.assert_close(gathered.scores[:, :5], q @ other.T / model.temperature, atol=1e-5, rtol=0)

@@ -151,6 +151,17 @@ def test_colbert_trains_with_in_batch_negatives(tmp_path, tiny_bert_dir):
     assert sum(losses[-4:]) < sum(losses[:4])
 
 
+def test_bi_encoder_trains_with_in_batch_negatives(tmp_path, tiny_bert_dir):
+    cfg = cfg_for(tmp_path, tiny_bert_dir, "bi", "model.type=bi_encoder", "in_batch_negatives=true",
+                  "optim.epochs=3", "optim.batch_size=3")
+    model_dir = train(cfg)
+    from rerankforge.models import load_reranker
+
+    assert type(load_reranker(model_dir)).__name__ == "BiEncoder"
+    losses = [h["loss"] for h in json.loads((tmp_path / "bi" / "train_summary.json").read_text())["history"]]
+    assert sum(losses[-4:]) < sum(losses[:4])
+
+
 def test_in_batch_negatives_rejected_for_cross_encoder(tmp_path, tiny_bert_dir):
     from rerankforge.errors import ConfigError
 

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 from rerankforge.clicks.simulate import SimulationConfig
 from rerankforge.config import option, require
+from rerankforge.errors import ConfigError
 
 
 @dataclass
@@ -43,10 +44,15 @@ class EstimateConfig(ClickLogOptions):
     seed: int = option(0, flag="--seed", help="bootstrap seed")
     test_log: list[str] = option(factory=list, flag="--test-log", repeat=True,
                                  help="held-out log: report click perplexity of PBM and cascade")
+    verdict_simulations: int = option(5, flag="--verdict-simulations",
+                                      help="re-simulated logs for the is-correction-worth-it verdict (0: none)")
+    min_gain: float = option(0.01, flag="--min-gain", help="nDCG@10 gain below which correction is not worth it")
 
     def validate(self) -> None:
         super().validate()
         require(self, "out")
+        if self.verdict_simulations < 0:
+            raise ConfigError(f"--verdict-simulations must be >= 0, got {self.verdict_simulations}")
 
 
 @dataclass
@@ -162,6 +168,11 @@ def estimate(cfg: EstimateConfig) -> Estimate:
                                         lambda q, s: [cascade.click_probs(a, b) for a, b in zip(q, s)],
                                         cfg.max_rank, cfg.min_dwell),
         }
+    if cfg.verdict_simulations:
+        from rerankforge.clicks.verdict import VerdictConfig, correction_verdict
+
+        meta["correction"] = correction_verdict(obs, pbm.theta, pbm.gamma, VerdictConfig(
+            simulations=cfg.verdict_simulations, min_gain=cfg.min_gain, seed=cfg.seed))
     props = Propensities(pbm.propensity.tolist(), boot.low.tolist() if boot else None,
                          boot.high.tolist() if boot else None, cfg.confidence if boot else None, meta)
     props.save(cfg.out)

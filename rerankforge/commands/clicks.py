@@ -67,6 +67,12 @@ def _estimate(args) -> int:
         t = meta["test"]
         print(f"held-out click perplexity ({t['impressions']} impressions; lower is better): "
               f"PBM {t['pbm']['perplexity']:.4f}, cascade {t['cascade']['perplexity']:.4f}")
+    if "correction" in meta:
+        c = meta["correction"]
+        nd = c[f"nDCG@{c['k']}"]
+        print(f"is correction worth it? ({c['simulations']} logs re-simulated with this curve, {c['queries']} queries; "
+              f"nDCG@{c['k']} naive {nd['naive']:.4f}, ipw {nd['ipw']:.4f}, two-tower {nd['two_tower']:.4f})\n"
+              f"  {c['verdict']}")
     print(f"wrote {cfg.out} and {est.plot}")
     return 0
 

@@ -99,11 +99,36 @@ class BiEncoder(Reranker):
         d = self._features([t for ds in docs for t in ds], self.doc_prefix)
         return {f"q_{k}": v for k, v in q.items()} | {f"d_{k}": v for k, v in d.items()}
 
-    def forward(self, features: dict[str, Any], mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: dict[str, Any], mask: torch.Tensor, in_batch: bool = False,
+                gather_fn=None, rank: int | None = None):
+        """``scores[B, G]``; with ``in_batch=True`` every query against every document of the
+        (cross-process) batch as ``InBatchScores``: the documents are encoded anyway, so in-batch
+        negatives cost one ``[B, N]`` matrix product."""
         q = self.embed({k[2:]: v for k, v in features.items() if k.startswith("q_")})
         d = self.embed({k[2:]: v for k, v in features.items() if k.startswith("d_")})
+        if in_batch:
+            return self._in_batch(q, d, mask, gather_fn, rank)
         rows = mask.nonzero(as_tuple=True)[0]
         return scatter_scores((q[rows] * d).sum(-1) / self.temperature, mask)
+
+    def _in_batch(self, q: torch.Tensor, d: torch.Tensor, mask: torch.Tensor, gather_fn, rank: int | None):
+        from rerankforge.models.colbert import InBatchScores, distributed_gather, gather_documents
+
+        dist = torch.distributed
+        running = dist.is_available() and dist.is_initialized()
+        if gather_fn is None and running and dist.get_world_size() > 1:
+            gather_fn = distributed_gather
+        offset = 0
+        if gather_fn is not None:
+            if rank is None:
+                rank = dist.get_rank() if running else 0
+            # One "token" per document: the late-interaction gather then serves single vectors too.
+            ones = torch.ones(d.shape[0], 1, dtype=torch.bool, device=d.device)
+            d3, _, offset = gather_documents(d.unsqueeze(1), ones, gather_fn, rank)
+            d = d3.squeeze(1)
+        own = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
+        own[mask] = offset + torch.arange(int(mask.sum()), device=mask.device)
+        return InBatchScores(q @ d.T / self.temperature, own, offset)
 
     @torch.no_grad()
     def score_pairs(self, queries: list[str], docs: list[str], batch_size: int = 64, bf16: bool | str = True,

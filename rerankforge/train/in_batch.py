@@ -38,4 +38,4 @@ class InBatchView:
 def check_in_batch(model) -> None:
     if not supports_in_batch(model):
         raise ConfigError(f"{type(model).__name__} cannot score in-batch negatives (in_batch_negatives=true); "
-                          "it is available for late-interaction models such as colbert")
+                          "it is available for colbert and bi_encoder")
