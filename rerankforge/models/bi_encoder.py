@@ -112,23 +112,12 @@ class BiEncoder(Reranker):
         return scatter_scores((q[rows] * d).sum(-1) / self.temperature, mask)
 
     def _in_batch(self, q: torch.Tensor, d: torch.Tensor, mask: torch.Tensor, gather_fn, rank: int | None):
-        from rerankforge.models.colbert import InBatchScores, distributed_gather, gather_documents
+        from rerankforge.models.colbert import InBatchScores, gather_batch_documents, own_columns
 
-        dist = torch.distributed
-        running = dist.is_available() and dist.is_initialized()
-        if gather_fn is None and running and dist.get_world_size() > 1:
-            gather_fn = distributed_gather
-        offset = 0
-        if gather_fn is not None:
-            if rank is None:
-                rank = dist.get_rank() if running else 0
-            # One "token" per document: the late-interaction gather then serves single vectors too.
-            ones = torch.ones(d.shape[0], 1, dtype=torch.bool, device=d.device)
-            d3, _, offset = gather_documents(d.unsqueeze(1), ones, gather_fn, rank)
-            d = d3.squeeze(1)
-        own = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
-        own[mask] = offset + torch.arange(int(mask.sum()), device=mask.device)
-        return InBatchScores(q @ d.T / self.temperature, own, offset)
+        # One "token" per document: the late-interaction gather then serves single vectors too.
+        ones = torch.ones(d.shape[0], 1, dtype=torch.bool, device=d.device)
+        d3, _, offset = gather_batch_documents(d.unsqueeze(1), ones, gather_fn, rank)
+        return InBatchScores(q @ d3.squeeze(1).T / self.temperature, own_columns(mask, offset), offset)
 
     @torch.no_grad()
     def score_pairs(self, queries: list[str], docs: list[str], batch_size: int = 64, bf16: bool | str = True,

@@ -152,6 +152,28 @@ def gather_documents(d: torch.Tensor, d_mask: torch.Tensor, gather_fn: GatherFn,
     return torch.cat(vecs), torch.cat(masks), offset
 
 
+def gather_batch_documents(d: torch.Tensor, d_mask: torch.Tensor, gather_fn: GatherFn | None, rank: int | None
+                           ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``gather_documents`` when there is more than one process (or a ``gather_fn`` is given),
+    else the local documents at column offset 0."""
+    dist = torch.distributed
+    running = dist.is_available() and dist.is_initialized()
+    if gather_fn is None and running and dist.get_world_size() > 1:
+        gather_fn = distributed_gather
+    if gather_fn is None:
+        return d, d_mask, 0
+    if rank is None:
+        rank = dist.get_rank() if running else 0
+    return gather_documents(d, d_mask, gather_fn, rank)
+
+
+def own_columns(mask: torch.Tensor, offset: int) -> torch.Tensor:
+    """``[B, G]``: the in-batch column of each real candidate (row-major order of ``mask``), -1 on padding."""
+    own = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
+    own[mask] = offset + torch.arange(int(mask.sum()), device=mask.device)
+    return own
+
+
 class InBatchScores(NamedTuple):
     """Local queries against all documents of the (gathered) batch.
 
@@ -349,18 +371,8 @@ class ColBERT(Reranker):
         (default: ``torch.distributed.get_rank()``, else 0)."""
         q, q_mask = self.embed_queries(features)
         d, d_mask = self.embed_docs(features)
-        dist = torch.distributed
-        running = dist.is_available() and dist.is_initialized()
-        if gather_fn is None and running and dist.get_world_size() > 1:
-            gather_fn = distributed_gather
-        offset = 0
-        if gather_fn is not None:
-            if rank is None:
-                rank = dist.get_rank() if running else 0
-            d, d_mask, offset = gather_documents(d, d_mask, gather_fn, rank)
-        own = torch.full(mask.shape, -1, dtype=torch.long, device=mask.device)
-        own[mask] = offset + torch.arange(int(mask.sum()), device=mask.device)
-        return InBatchScores(maxsim(q, q_mask, d, d_mask), own, offset)
+        d, d_mask, offset = gather_batch_documents(d, d_mask, gather_fn, rank)
+        return InBatchScores(maxsim(q, q_mask, d, d_mask), own_columns(mask, offset), offset)
 
     @torch.no_grad()
     def score_pairs(self, queries: list[str], docs: list[str], batch_size: int = 64, bf16: bool | str = True,
