@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     if not args.verbose:
         _quiet_libraries()
+    from rerankforge.utils.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()
     try:
         return int(args._run(args) or 0)
     except (RerankforgeError, FileNotFoundError) as err:

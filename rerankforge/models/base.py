@@ -203,6 +203,9 @@ class _CalibratedScorePairs:
 
 def load_reranker(path: str | Path, **kwargs) -> Reranker:
     """Load any exported rerankforge model; a plain HF sequence-classification dir loads as a cross-encoder."""
+    from rerankforge.utils.allocator import tune_cpu_allocator
+
+    tune_cpu_allocator()  # scoring allocates the same large buffers as training (utils/allocator.py)
     path = Path(resolve_model_path(str(path)))
     meta_path = path / META_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}

@@ -44,6 +44,7 @@ from rerankforge.train.in_batch import InBatchView, check_in_batch
 from rerankforge.train.dev_eval import DevEvaluator
 from rerankforge.train.export import ModelExport
 from rerankforge.train.tracking import build_trackers, log_metrics, mixed_precision, start_tracking, training_record
+from rerankforge.utils.allocator import tune_cpu_allocator
 from rerankforge.utils.io import atomic_write, make_dirs, write_json
 
 
@@ -85,6 +86,8 @@ class Trainer:
         self.accelerator = accelerator
         self.text_of = text_of
         self._guard: CollapseMonitor | None = None
+        # Python users get the CLI's allocator setting too (1.7x faster CPU steps, utils/allocator.py).
+        tune_cpu_allocator()
 
     # ----------------------------------------------------------------------------- set-up
     def _accelerator(self) -> Accelerator:

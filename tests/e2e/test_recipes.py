@@ -29,6 +29,14 @@ def small_slice(path: Path, out: Path, tiny_bert: Path, tiny_llama: Path, teache
     if verb == "train":
         model = tiny_llama if "type: decoder" in text else tiny_bert
         extra = [f"data.teacher={teacher}"] if "teacher:" in text else []
+        if "../shared/datasets" in text:  # a collection outside the repository: the bundled one here
+            extra += ["data.mine.collection=bundled:scifact", "eval.collection=bundled:scifact"]
+            if "split: dev" in text:  # the bundled SciFact has no dev split
+                extra += ["dev.every=0"]
+        if "holdout: true" in text:
+            extra += ["data.mine.holdout_queries=2", "dev.max_queries=2", "dev.depth=4"]
+        if "pseudo:" in text:
+            extra += ["data.mine.pseudo.titles=3", "data.mine.pseudo.sentences=3"]
         return [f"output_dir={out}", f"model.name_or_path={model}", "model.max_length=64", "optim.max_steps=2",
                 "data.mine.max_queries=6", "eval.max_queries=2", "eval.depth=4", "progress=false", *extra]
     if verb == "distill":
