@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -39,7 +40,28 @@ def test_tuned_allocator_keeps_freed_buffers_for_reuse():
     assert tuned["kept_mib"] > 48
 
 
-def test_tuning_is_idempotent():
-    from rerankforge.utils.allocator import tune_cpu_allocator
+@pytest.mark.parametrize("value", ["0", "false", "Off"])
+def test_env_switch_turns_tuning_off(monkeypatch, value):
+    import rerankforge.utils.allocator as allocator
 
-    assert tune_cpu_allocator() == tune_cpu_allocator()
+    monkeypatch.setattr(allocator, "_tuned", None)
+    monkeypatch.setenv("RERANKFORGE_TUNE_MALLOC", value)
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda *a, **k: pytest.fail("libc touched while switched off"))
+    assert allocator.tune_cpu_allocator() is False
+
+
+def test_tuning_runs_once_per_process(monkeypatch):
+    import rerankforge.utils.allocator as allocator
+
+    calls = []
+
+    def mallopt(param, value):
+        calls.append(param)
+        return 1
+
+    monkeypatch.setattr(allocator, "_tuned", None)
+    monkeypatch.setenv("RERANKFORGE_TUNE_MALLOC", "1")
+    monkeypatch.setattr(allocator.sys, "platform", "linux")
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda *a, **k: types.SimpleNamespace(mallopt=mallopt))
+    assert allocator.tune_cpu_allocator() is True and allocator.tune_cpu_allocator() is True
+    assert sorted(calls) == [-3, -2, -1]  # mmap threshold, top pad, trim threshold: each set once
