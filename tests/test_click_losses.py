@@ -52,9 +52,10 @@ def truth():
     return theta, gamma
 
 
-def test_two_tower_pbm_recovers_the_examination_curve(truth):
+@pytest.mark.parametrize("bias_fit", ["joint", "profile"])
+def test_two_tower_pbm_recovers_the_examination_curve(truth, bias_fit):
     theta, gamma = truth
-    loss = LOSSES.build("two_tower", form="pbm", num_ranks=K)
+    loss = LOSSES.build("two_tower", form="pbm", num_ranks=K, bias_fit=bias_fit)
     scores = fit(loss, *pbm_counts(theta, gamma))
     est = torch.tensor(loss.propensity())
     assert len(est) == K
@@ -65,16 +66,63 @@ def test_two_tower_pbm_recovers_the_examination_curve(truth):
     assert loss.describe()["form"] == "pbm"
 
 
-def test_two_tower_additive_recovers_the_bias_logits():
+@pytest.mark.parametrize("bias_fit", ["joint", "profile"])
+def test_two_tower_additive_recovers_the_bias_logits(bias_fit):
     gen = torch.Generator().manual_seed(1)
     bias = torch.tensor([0.0, -0.4, -0.8, -1.1, -1.3, -1.6, -1.8, -2.0, -2.1, -2.3])
     rel = torch.randn(Q, G, generator=gen)
     views = torch.full((Q, G, K), 20.0)
     clicks = views * torch.sigmoid(rel[:, :, None] + bias)
-    loss = LOSSES.build("two_tower", form="additive", num_ranks=K)
+    loss = LOSSES.build("two_tower", form="additive", num_ranks=K, bias_fit=bias_fit)
     fit(loss, views, clicks)
     odds = torch.tensor(loss.propensity())
     assert torch.allclose(odds.log(), bias - bias[0], atol=0.05), odds.log()
+
+
+def test_profile_bias_fit_is_not_confounded_by_a_weak_relevance_tower(truth):
+    """The logger ranks relevant documents first and the relevance tower sees relevance only
+    through a noisy feature (one learned weight): jointly trained, the bias tower absorbs the
+    relevance the tower misses and the curve comes out far too steep; the profile fit learns it
+    only from each document's click rate across ranks (the 30% shuffled impressions)."""
+    theta, gamma = truth
+    gamma = gamma.sort(1, descending=True).values
+    views, clicks = pbm_counts(theta, gamma)
+    feature = torch.logit(gamma) + 1.5 * torch.randn(Q, G, generator=torch.Generator().manual_seed(3))
+    errors = {}
+    for bias_fit in ("joint", "profile"):
+        loss = LOSSES.build("two_tower", form="pbm", num_ranks=K, bias_fit=bias_fit)
+        weight = torch.nn.Parameter(torch.ones(()))
+        opt = torch.optim.Adam([weight, *loss.parameters()], lr=0.1)
+        batch = SimpleNamespace(views=views, clicks=clicks, mask=torch.ones(Q, G, dtype=torch.bool))
+        for _ in range(400):
+            opt.zero_grad()
+            loss.forward_batch(weight * feature, batch).backward()
+            opt.step()
+        est = torch.tensor(loss.propensity())
+        errors[bias_fit] = float(((est - theta).abs() / theta).max())
+        assert weight.detach() > 0  # the relevance tower still learns to rank by its feature
+    assert errors["joint"] > 0.3, errors  # the failure this option exists for
+    assert errors["profile"] < 0.02, errors
+
+
+def test_profile_relevance_is_each_cells_maximum_likelihood():
+    from rerankforge.losses.two_tower import profile_relevance
+
+    bias = torch.tensor([2.0, 0.0, -1.0])
+    theta = torch.sigmoid(bias)
+    views = torch.tensor([[[10.0, 30.0, 0.0], [5.0, 5.0, 5.0], [4.0, 0.0, 0.0]]])
+    clicks = torch.tensor([[[4.0, 6.0, 0.0], [0.0, 0.0, 0.0], [4.0, 0.0, 0.0]]])
+    cells = views > 0
+    gamma = profile_relevance("pbm", bias, views, clicks, cells)[0]
+    grid = torch.linspace(1e-4, 1.0, 20001, dtype=torch.float64)
+    ll = (clicks[0, 0, :2, None] * torch.log(theta[:2, None] * grid)
+          + (views[0, 0, :2, None] - clicks[0, 0, :2, None]) * torch.log1p(-theta[:2, None] * grid)).sum(0)
+    assert abs(float(gamma[0]) - float(grid[ll.argmax()])) < 1e-3
+    assert gamma[1] == 0.0  # never clicked
+    assert gamma[2] == pytest.approx(1.0)  # clicked on every view: at the bound
+    rho = profile_relevance("additive", bias, views[:, :1], clicks[:, :1], cells[:, :1])[0, 0]
+    deriv = (clicks[0, 0, :2] - views[0, 0, :2] * torch.sigmoid(bias[:2] + rho)).sum()
+    assert abs(float(deriv)) < 1e-4
 
 
 def test_dla_recovers_the_examination_curve(truth):
@@ -100,8 +148,10 @@ def test_trust_bias_fits_and_beats_a_position_blind_model(truth):
     assert prop[0] == 1.0 and prop[1] > prop[4] > prop[9]
 
 
-@pytest.mark.parametrize("name", ["two_tower", "dla", "trust_bias"])
-def test_gradients_reach_scores_and_bias_and_ignore_padding(name):
+@pytest.mark.parametrize("name,kwargs", [("two_tower", {}), ("two_tower", {"bias_fit": "profile"}),
+                                         ("two_tower", {"bias_fit": "profile", "form": "additive"}),
+                                         ("dla", {}), ("trust_bias", {})])
+def test_gradients_reach_scores_and_bias_and_ignore_padding(name, kwargs):
     gen = torch.Generator().manual_seed(2)
     views = torch.randint(0, 5, (3, 4, 6), generator=gen).float()
     clicks = torch.minimum(views, torch.randint(0, 3, (3, 4, 6), generator=gen).float())
@@ -111,7 +161,7 @@ def test_gradients_reach_scores_and_bias_and_ignore_padding(name):
     scores = torch.randn(3, 4, generator=gen)
     scores[0, 3] = float("nan")  # padding may hold garbage
     scores.requires_grad_(True)
-    loss = LOSSES.build(name, num_ranks=8)
+    loss = LOSSES.build(name, num_ranks=8, **kwargs)
     value = loss.forward_batch(scores, SimpleNamespace(views=views, clicks=clicks, mask=mask))
     assert torch.isfinite(value)
     value.backward()
@@ -166,3 +216,55 @@ def test_trainer_optimises_and_reports_loss_parameters(tmp_path, tiny_bert_dir):
     from safetensors.torch import load_file
 
     assert not any("bias_logit" in k or k.startswith("relevance.") for k in load_file(str(model_dir / "model.safetensors")))
+
+
+def test_bias_ema_is_the_bias_corrected_average_of_the_iterates_and_is_saved():
+    loss = LOSSES.build("two_tower", num_ranks=4, bias_fit="profile", bias_ema=0.9)
+    gen = torch.Generator().manual_seed(4)
+    views = torch.randint(1, 6, (2, 3, 4), generator=gen).float()
+    clicks = torch.minimum(views, torch.randint(0, 3, (2, 3, 4), generator=gen).float())
+    batch = SimpleNamespace(views=views, clicks=clicks, mask=torch.ones(2, 3, dtype=torch.bool))
+    opt = torch.optim.SGD(loss.parameters(), lr=0.5)
+    iterates = []
+    for _ in range(5):
+        iterates.append(loss.bias.detach().clone())
+        opt.zero_grad()
+        loss.forward_batch(torch.zeros(2, 3, requires_grad=True), batch).backward()
+        opt.step()
+    weights = torch.tensor([0.1 * 0.9 ** (4 - i) for i in range(5)])
+    expected = (weights[:, None] * torch.stack(iterates)).sum(0) / weights.sum()
+    assert torch.allclose(loss.curve_logits(), expected, atol=1e-6)
+    assert not torch.allclose(loss.curve_logits(), loss.bias.detach())
+    with torch.no_grad():  # evaluation forwards leave the average alone
+        loss.forward_batch(torch.zeros(2, 3), batch)
+    assert torch.allclose(loss.curve_logits(), expected, atol=1e-6)
+    again = LOSSES.build("two_tower", num_ranks=4, bias_fit="profile", bias_ema=0.9)
+    again.load_state_dict(loss.state_dict())
+    assert torch.allclose(again.curve_logits(), expected, atol=1e-6)
+    assert loss.describe()["bias_logit"] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_bias_ema_steadies_a_curve_learned_from_small_batches(truth):
+    """Two queries per step, as the click recipes train: the last iterate of the bias tower
+    wanders around the curve; its moving average lands closer."""
+    theta, gamma = truth
+    views, clicks = pbm_counts(theta, gamma)
+    views, clicks = torch.poisson(views, torch.Generator().manual_seed(5)), None
+    clicks = torch.binomial(views, (theta[None, None, :] * gamma[:, :, None]).expand_as(views),
+                            generator=torch.Generator().manual_seed(6))
+    errors = {}
+    for ema in (0.0, 0.98):
+        torch.manual_seed(0)
+        loss = LOSSES.build("two_tower", num_ranks=K, bias_fit="profile", bias_ema=ema)
+        scores = torch.nn.Parameter(torch.zeros(Q, G))
+        opt = torch.optim.Adam([scores, *loss.parameters()], lr=0.1)
+        order = torch.randperm(Q * 20, generator=torch.Generator().manual_seed(7)) % Q
+        for i in range(0, len(order), 2):
+            rows = order[i:i + 2]
+            batch = SimpleNamespace(views=views[rows], clicks=clicks[rows], mask=torch.ones(len(rows), G, dtype=torch.bool))
+            opt.zero_grad()
+            loss.forward_batch(scores[rows], batch).backward()
+            opt.step()
+        est = torch.tensor(loss.propensity())
+        errors[ema] = float(((est - theta).abs() / theta).max())
+    assert errors[0.98] < 0.75 * errors[0.0], errors
