@@ -91,3 +91,14 @@ def write_adapt_collection(root, n_docs=40, n_test=6, seed=5):
     (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
     return root
+
+
+def load_script(name: str):
+    """A module of scripts/ (not a package) loaded from its file, e.g. ``load_script("bench_speed")``."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,22 +3,18 @@ documented schema. Not a timing: the numbers of a tiny model on a shared CI box 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_script
+
 
 pytest.importorskip("sentence_transformers.cross_encoder")
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_speed", ROOT / "scripts" / "bench_speed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_speed")
 
 
 def test_quick_run_writes_the_schema(tmp_path, tiny_ce_dir, tiny_bert_dir, tiny_collection):

@@ -205,3 +205,107 @@ def test_dev_on_queries_held_out_from_mining(tmp_path, tiny_bert_dir, tiny_colle
     dev.prepare()
     held = holdout_ids(Collection(coll).qrels("train"), 2, cfg.data.mine.policy.seed)
     assert set(dev._run) == held and dev.split == "train"
+
+
+def test_dev_at_start_exports_the_start_when_training_only_loses(tmp_path, tiny_bert_dir, tiny_collection,
+                                                               monkeypatch):
+    """dev.at_start evaluates the untrained model as step 0; when no later step beats it on dev,
+    export_best exports the starting weights, not the trained ones."""
+    import torch
+
+    import rerankforge.pipelines.steps as steps
+    from rerankforge.models import load_reranker
+    from rerankforge.models.cross_encoder import CrossEncoder
+    from rerankforge.train import Trainer
+
+    real, calls = steps.evaluate_reranker, []
+
+    def declining(*args, **kwargs):  # the real evaluation, its dev nDCG@10 made to fall with every call
+        report = real(*args, **kwargs)
+        calls.append(report["reranked"]["nDCG@10"])
+        report["reranked"]["nDCG@10"] = 1.0 / len(calls)
+        return report
+
+    monkeypatch.setattr(steps, "evaluate_reranker", declining)
+    coll, _ = tiny_collection
+    cfg = cfg_for(tmp_path, tiny_bert_dir, f"dev.collection={coll}", "dev.split=train", "dev.every=2",
+                  "dev.depth=6", "dev.export_best=true", "dev.at_start=true")
+    model = CrossEncoder.from_base(str(tiny_bert_dir), max_length=32)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(model=model, args=cfg)
+    model_dir = trainer.train()
+    dev = json.loads((tmp_path / "run" / "dev_history.json").read_text())
+    assert [h["step"] for h in dev["history"]] == [0, 2, 4] and dev["best"]["step"] == 0
+    assert json.loads((model_dir / "best.json").read_text())["step"] == 0
+    exported = load_reranker(model_dir).state_dict()
+    trained = trainer.model.state_dict()
+    assert any(not torch.equal(start[k], trained[k].cpu()) for k in start)  # training did move the weights
+    for k, v in start.items():
+        assert torch.allclose(exported[k].float().cpu(), v.float(), atol=1e-6), k
+
+
+def test_dev_without_at_start_has_no_step_zero(tmp_path, tiny_bert_dir, tiny_collection):
+    from rerankforge.train import train
+
+    coll, _ = tiny_collection
+    train(cfg_for(tmp_path, tiny_bert_dir, f"dev.collection={coll}", "dev.split=train", "dev.every=2",
+                  "dev.depth=6"))
+    dev = json.loads((tmp_path / "run" / "dev_history.json").read_text())
+    assert [h["step"] for h in dev["history"]] == [2, 4]
+
+
+def test_eval_fusion_chooses_alpha_on_dev_queries_only(tmp_path, tiny_bert_dir, tiny_collection, monkeypatch):
+    """eval.fusion: α is the argmax of the dev curve, computed from dev queries alone; the fused
+    test run is exactly fuse_with_first_stage at that α and its metrics are those of fused.trec."""
+    import rerankforge.eval.metrics as metrics_mod
+    import rerankforge.pipelines.steps as steps
+    from rerankforge.data.beir import Collection
+    from rerankforge.data.trec import read_run
+    from rerankforge.rerank.fusion import fuse_with_first_stage
+
+    coll, _ = tiny_collection
+    collection = Collection(coll)
+    train_q, test_q = set(collection.qrels("train")), set(collection.qrels("test"))
+    assert train_q and test_q and not train_q & test_q
+    seen: list[tuple[set, set]] = []
+    real = metrics_mod.evaluate
+
+    def watching(qrels, run, measures):
+        seen.append((set(qrels), set(run)))
+        return real(qrels, run, measures)
+
+    monkeypatch.setattr(steps, "evaluate", watching)
+    cfg = cfg_for(tmp_path, tiny_bert_dir, f"dev.collection={coll}", "dev.split=train", "dev.depth=6",
+                  f"eval.collection={coll}", "eval.depth=6", "eval.fusion=true", "eval.measures=[nDCG@10]")
+    report = steps.train_recipe(cfg)["eval"]
+    fusion = report["fusion"]
+    curve = {float(a): v for a, v in fusion["curve"].items()}
+    assert len(curve) == 21 and fusion["alpha"] == max(curve, key=lambda a: (curve[a], -a))
+    assert fusion["chosen_on"] == {"split": "train", "holdout": False, "queries": len(train_q), "depth": 6}
+    assert fusion["dev_pure"] == curve[0.0] and fusion["dev_fused"] == curve[fusion["alpha"]]
+    # test judgments are read three times (first stage, reranked, fused) and never for the curve
+    assert sum(bool(judged & test_q) for judged, _ in seen) == 3
+    dev_calls = [run for judged, run in seen if judged <= train_q]
+    assert len(dev_calls) == 2 + 21 and all(run == train_q for run in dev_calls)
+    out = tmp_path / "run"
+    first = read_run(out / "first_stage.trec")
+    reranked = read_run(out / "reranked.trec")
+    fused = fuse_with_first_stage(first, reranked, fusion["alpha"], "zscore")
+    written = read_run(out / "fused.trec")
+    assert {q: [d for d, _ in v] for q, v in written.items()} == {q: [d for d, _ in v] for q, v in fused.items()}
+    assert report["fused"] == real(collection.qrels("test"), written, ["nDCG@10"])
+    on_disk = json.loads((out / "eval.json").read_text())
+    assert on_disk["fusion"]["alpha"] == fusion["alpha"] and "fused" in on_disk
+    card = (out / "model" / "README.md").read_text()
+    assert "| fused |" in card and f"α = {fusion['alpha']} × zscore" in card and "`train` queries" in card
+
+
+def test_eval_fusion_needs_dev_queries():
+    with pytest.raises(ConfigError, match="eval.collection"):
+        load_config(TrainConfig, None, ["eval.fusion=true"])
+    with pytest.raises(ConfigError, match="holdout_queries"):
+        load_config(TrainConfig, None, ["eval.collection=x", "eval.fusion=true", "dev.holdout=true"])
+    with pytest.raises(ConfigError, match="alpha on dev queries"):
+        load_config(TrainConfig, None, ["eval.collection=x", "eval.fusion=true"])
+    with pytest.raises(ConfigError, match="fusion_norm"):
+        load_config(TrainConfig, None, ["eval.fusion_norm=rank"])

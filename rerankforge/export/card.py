@@ -307,9 +307,16 @@ def render_card(info: Mapping[str, Any]) -> str:
     if ev:
         where = " / ".join(str(ev[k]) for k in ("collection", "split") if ev.get(k))
         out += ["", "## Evaluation", "", f"{where}, reranking the first stage's top-{ev.get('depth', '?')}:", ""]
-        rows = {k: ev[k] for k in ("first_stage", "reranked") if isinstance(ev.get(k), Mapping)}
+        rows = {k: ev[k] for k in ("first_stage", "reranked", "fused") if isinstance(ev.get(k), Mapping)}
         if rows:
             out += _metric_table(rows)
+        fusion = ev.get("fusion")
+        if isinstance(fusion, Mapping) and "fused" in rows:
+            chosen = fusion.get("chosen_on") or {}
+            out += ["", f"`fused`: α = {fusion.get('alpha')} × {fusion.get('norm')}(first stage) + (1 − α) × "
+                    f"{fusion.get('norm')}(reranker), α chosen on {chosen.get('queries', '?')} "
+                    + ("held-out train" if chosen.get("holdout") else f"`{chosen.get('split', '?')}`")
+                    + f" queries ({fusion.get('metric')})."]
         if isinstance(ev.get("rerank_speed"), Mapping):
             out += ["", "Reranking speed (as measured at evaluation): "
                     + ", ".join(f"{k} {_fmt(v)}" for k, v in ev["rerank_speed"].items())]

@@ -289,10 +289,15 @@ def train_recipe(cfg) -> dict[str, Any]:
     model_dir = trainer.train(end_tracking=False)  # the trackers also get the evaluation below
     result: dict[str, Any] = {"model_dir": str(model_dir)}
     if cfg.eval.collection and PartialState().is_main_process:
-        report = evaluate_reranker(model_dir, cfg.eval.collection, cfg.eval.split, cfg.eval.run, cfg.eval.depth,
+        from rerankforge.models.base import load_reranker
+
+        model = load_reranker(model_dir)
+        report = evaluate_reranker(model, cfg.eval.collection, cfg.eval.split, cfg.eval.run, cfg.eval.depth,
                                    cfg.eval.measures, cfg.eval.batch_size, cfg.bf16, out_dir=Path(cfg.output_dir),
                                    max_queries=cfg.eval.max_queries)
-        report.pop("_runs")
+        runs = report.pop("_runs")
+        if cfg.eval.fusion:
+            report.update(fused_on_dev(model, cfg, runs, Path(cfg.output_dir)))
         write_json(Path(cfg.output_dir) / "eval.json", report)
         result["eval"] = report
         step = getattr(trainer, "global_step", None)
@@ -306,6 +311,53 @@ def train_recipe(cfg) -> dict[str, Any]:
         result["hub_url"] = maybe_push(model_dir, cfg.card)
     trainer.accelerator.end_training()
     return result
+
+
+def choose_fusion_alpha(model, collection: CollectionLike, split: str, run: Run, metric: str = "nDCG@10",
+                        norm: str = "zscore", batch_size: int = 64, bf16: bool = True) -> tuple[float, dict[float, float]]:
+    """The α of α·norm(first stage) + (1 − α)·norm(reranker) that maximises ``metric`` when ``model``
+    reranks ``run`` (its queries judged in ``split``): the model-selection step of fusion, to be run
+    on dev or held-out train queries, never on the queries reported."""
+    from rerankforge.rerank.fusion import choose_alpha
+
+    collection = Collection.of(collection)
+    if split == "test":
+        raise ConfigError("choose_fusion_alpha: split 'test' would choose the fusion weight on test judgments; "
+                          "use a dev split or held-out train queries")
+    qrels = collection.qrels(split)
+    report = evaluate_reranker(model, collection, split, run, max(len(d) for d in run.values()), [metric], batch_size,
+                               bf16, progress=False, max_queries=len(run))
+    runs = report["_runs"]
+    judged = {q: qrels[q] for q in run if q in qrels}
+    return choose_alpha(runs["first_stage"], runs["reranked"], lambda r: evaluate(judged, r, [metric])[metric],
+                        norm=norm)
+
+
+def fused_on_dev(model, cfg, runs: Mapping[str, Run], out_dir: Path | None = None) -> dict[str, Any]:
+    """``eval.fusion``: the reranked evaluation run fused with its first stage at the α that
+    :func:`choose_fusion_alpha` picks on the dev queries of ``cfg.dev``. The evaluated queries'
+    judgments are read only to score the fused run, after α is fixed."""
+    from rerankforge.rerank.fusion import fuse_with_first_stage
+    from rerankforge.train.dev_eval import DevEvaluator
+
+    dev = DevEvaluator(cfg)
+    dev.prepare()
+    alpha, curve = choose_fusion_alpha(model, dev._collection, dev.split, dev._run, cfg.dev.metric,
+                                       cfg.eval.fusion_norm, cfg.dev.batch_size, cfg.bf16)
+    fused = fuse_with_first_stage(runs["first_stage"], runs["reranked"], alpha, cfg.eval.fusion_norm)
+    qrels = Collection.of(cfg.eval.collection).qrels(cfg.eval.split)
+    if out_dir is not None:
+        write_run(Path(out_dir) / "fused.trec", fused, tag=f"rerankforge_fused_{alpha}")
+    return {
+        # judged queries as evaluate_reranker counts them, so "fused" and "reranked" compare
+        "fused": evaluate({q: qrels[q] for q in runs["first_stage"]} if cfg.eval.max_queries else qrels, fused,
+                          cfg.eval.measures),
+        "fusion": {"alpha": alpha, "norm": cfg.eval.fusion_norm, "metric": cfg.dev.metric,
+                   "chosen_on": {"split": dev.split, "holdout": cfg.dev.holdout, "queries": len(dev._run),
+                                 "depth": cfg.dev.depth},
+                   "dev_pure": curve[0.0], "dev_fused": curve[alpha],
+                   "curve": {str(a): v for a, v in curve.items()}},
+    }
 
 
 # ---------------------------------------------------------------------------- rerank + evaluate

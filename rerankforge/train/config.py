@@ -156,10 +156,17 @@ class EvalConfig:
     batch_size: int = 64
     #: evaluate on the first N judged queries only (quick runs)
     max_queries: Optional[int] = None
+    #: also report the reranker fused with the first stage, alpha*norm(first) + (1-alpha)*norm(rerank),
+    #: alpha chosen on the dev queries of the dev: section (a dev split or held-out train queries),
+    #: never on the queries evaluated here; eval.json gets "fused" and "fusion"
+    fusion: bool = False
+    fusion_norm: str = "zscore"
 
     def validate(self) -> None:
         _at_least(self, "eval", 1, "depth", "batch_size")
         _at_least(self, "eval", 1, "max_queries", optional=True)
+        if self.fusion_norm not in ("minmax", "zscore"):
+            raise ConfigError(f"eval.fusion_norm must be minmax or zscore, got {self.fusion_norm!r}")
 
 
 @dataclass
@@ -187,6 +194,9 @@ class DevEvalConfig:
     keep_best: bool = True
     #: export the best model (not the last) as <output_dir>/model
     export_best: bool = False
+    #: also evaluate the starting model (step 0), so that with export_best a run that only makes
+    #: the model worse on dev exports its start instead
+    at_start: bool = False
 
     def validate(self) -> None:
         from rerankforge.errors import ConfigError
@@ -243,5 +253,14 @@ class TrainConfig:
     def validate(self) -> None:
         _at_least(self, "", 0, "save_every", "keep_checkpoints")
         _at_least(self, "", 1, "log_every")
+        if self.eval.fusion:
+            mine = self.data.mine
+            if not self.eval.collection:
+                raise ConfigError("eval.fusion: true needs eval.collection")
+            if self.dev.holdout and not (mine and mine.holdout_queries):
+                raise ConfigError("eval.fusion with dev.holdout: true needs data.mine.holdout_queries > 0")
+            if not (self.dev.collection or self.data.collection or (mine and mine.collection)):
+                raise ConfigError("eval.fusion: true chooses alpha on dev queries: set dev.collection and dev.split "
+                                  "(a judged split that is not the test split) or dev.holdout: true")
         if not self.loss:
             raise ConfigError("loss: give at least one loss, e.g. [{name: listwise_ce}]")

@@ -291,6 +291,8 @@ class Trainer:
 
             progress = tqdm(total=total_steps, initial=state["global_step"], desc="train", unit="step",
                             dynamic_ncols=True)
+        if self.dev is not None and cfg.dev.at_start and state["global_step"] == 0:
+            self._evaluate_dev(accelerator, model, 0)  # before the clock starts: not part of a time budget
         model.train()
         t_start, pairs_start = time.perf_counter(), state["pairs"]
         budget = TimeBudget(cfg.optim.max_minutes, start=t_start) if cfg.optim.max_minutes else None
