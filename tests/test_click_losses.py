@@ -248,8 +248,7 @@ def test_bias_ema_steadies_a_curve_learned_from_small_batches(truth):
     """Two queries per step, as the click recipes train: the last iterate of the bias tower
     wanders around the curve; its moving average lands closer."""
     theta, gamma = truth
-    views, clicks = pbm_counts(theta, gamma)
-    views, clicks = torch.poisson(views, torch.Generator().manual_seed(5)), None
+    views = torch.poisson(pbm_counts(theta, gamma)[0], torch.Generator().manual_seed(5))
     clicks = torch.binomial(views, (theta[None, None, :] * gamma[:, :, None]).expand_as(views),
                             generator=torch.Generator().manual_seed(6))
     errors = {}
@@ -261,7 +260,8 @@ def test_bias_ema_steadies_a_curve_learned_from_small_batches(truth):
         order = torch.randperm(Q * 20, generator=torch.Generator().manual_seed(7)) % Q
         for i in range(0, len(order), 2):
             rows = order[i:i + 2]
-            batch = SimpleNamespace(views=views[rows], clicks=clicks[rows], mask=torch.ones(len(rows), G, dtype=torch.bool))
+            batch = SimpleNamespace(views=views[rows], clicks=clicks[rows],
+                                    mask=torch.ones(len(rows), G, dtype=torch.bool))
             opt.zero_grad()
             loss.forward_batch(scores[rows], batch).backward()
             opt.step()

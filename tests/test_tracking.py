@@ -309,3 +309,22 @@ def test_eval_fusion_needs_dev_queries():
         load_config(TrainConfig, None, ["eval.collection=x", "eval.fusion=true"])
     with pytest.raises(ConfigError, match="fusion_norm"):
         load_config(TrainConfig, None, ["eval.fusion_norm=rank"])
+
+
+def test_eval_fusion_reuses_the_trainers_dev_first_stage(tmp_path, tiny_bert_dir, tiny_collection, monkeypatch):
+    """With evaluation during training, fusion picks α on the same dev first stage, retrieved once."""
+    import rerankforge.pipelines.steps as steps
+    from rerankforge.train.dev_eval import DevEvaluator
+
+    coll, _ = tiny_collection
+    real, prepared = DevEvaluator.prepare, []
+
+    def counting(self):
+        prepared.append(self)
+        return real(self)
+
+    monkeypatch.setattr(DevEvaluator, "prepare", counting)
+    cfg = cfg_for(tmp_path, tiny_bert_dir, f"dev.collection={coll}", "dev.split=train", "dev.depth=6", "dev.every=2",
+                  f"eval.collection={coll}", "eval.depth=6", "eval.fusion=true", "eval.measures=[nDCG@10]")
+    report = steps.train_recipe(cfg)["eval"]
+    assert len(prepared) == 1 and report["fusion"]["chosen_on"]["queries"] == len(prepared[0]._run)

@@ -194,6 +194,7 @@ class TwoTowerClickLoss(RankingLoss):
 
     def describe(self):
         k = seen_ranks(self.seen) or self.num_ranks
-        return {"form": self.form, "bias_fit": self.bias_fit, "propensity": self.propensity(), "bias_logit": self.curve_logits()[:k].tolist(),
+        return {"form": self.form, "bias_fit": self.bias_fit, "propensity": self.propensity(),
+                "bias_logit": self.curve_logits()[:k].tolist(),
                 "relevance_scale": float(self.relevance.log_scale.detach().exp()),
                 "relevance_offset": float(self.relevance.offset.detach())}

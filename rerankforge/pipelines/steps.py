@@ -297,7 +297,7 @@ def train_recipe(cfg) -> dict[str, Any]:
                                    max_queries=cfg.eval.max_queries)
         runs = report.pop("_runs")
         if cfg.eval.fusion:
-            report.update(fused_on_dev(model, cfg, runs, Path(cfg.output_dir)))
+            report.update(fused_on_dev(model, cfg, runs, Path(cfg.output_dir), dev=trainer.dev))
         write_json(Path(cfg.output_dir) / "eval.json", report)
         result["eval"] = report
         step = getattr(trainer, "global_step", None)
@@ -333,15 +333,17 @@ def choose_fusion_alpha(model, collection: CollectionLike, split: str, run: Run,
                         norm=norm)
 
 
-def fused_on_dev(model, cfg, runs: Mapping[str, Run], out_dir: Path | None = None) -> dict[str, Any]:
+def fused_on_dev(model, cfg, runs: Mapping[str, Run], out_dir: Path | None = None, dev=None) -> dict[str, Any]:
     """``eval.fusion``: the reranked evaluation run fused with its first stage at the α that
-    :func:`choose_fusion_alpha` picks on the dev queries of ``cfg.dev``. The evaluated queries'
-    judgments are read only to score the fused run, after α is fixed."""
+    :func:`choose_fusion_alpha` picks on the dev queries of ``cfg.dev`` (``dev``: the trainer's
+    ``DevEvaluator``, whose first stage is already retrieved). The evaluated queries' judgments are
+    read only to score the fused run, after α is fixed."""
     from rerankforge.rerank.fusion import fuse_with_first_stage
     from rerankforge.train.dev_eval import DevEvaluator
 
-    dev = DevEvaluator(cfg)
-    dev.prepare()
+    dev = dev if dev is not None else DevEvaluator(cfg)
+    if dev._run is None:
+        dev.prepare()
     alpha, curve = choose_fusion_alpha(model, dev._collection, dev.split, dev._run, cfg.dev.metric,
                                        cfg.eval.fusion_norm, cfg.dev.batch_size, cfg.bf16)
     fused = fuse_with_first_stage(runs["first_stage"], runs["reranked"], alpha, cfg.eval.fusion_norm)
