@@ -294,6 +294,15 @@ def test_eval_fusion_chooses_alpha_on_dev_queries_only(tmp_path, tiny_bert_dir, 
     written = read_run(out / "fused.trec")
     assert {q: [d for d, _ in v] for q, v in written.items()} == {q: [d for d, _ in v] for q, v in fused.items()}
     assert report["fused"] == real(collection.qrels("test"), written, ["nDCG@10"])
+    # the p-values are of the written runs against the first stage, on the evaluated queries
+    from rerankforge.eval.metrics import per_query
+    from rerankforge.eval.significance import compare
+
+    qrels = collection.qrels("test")
+    sig = report["significance"]
+    assert sig["metric"] == "nDCG@10"
+    assert sig["fused_vs_first_stage"] == compare(per_query(qrels, first), per_query(qrels, written))
+    assert sig["reranked_vs_first_stage"] == compare(per_query(qrels, first), per_query(qrels, reranked))
     on_disk = json.loads((out / "eval.json").read_text())
     assert on_disk["fusion"]["alpha"] == fusion["alpha"] and "fused" in on_disk
     card = (out / "model" / "README.md").read_text()

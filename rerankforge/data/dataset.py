@@ -31,6 +31,9 @@ class GroupBatch:
     #: ``[B, G, K]`` impressions / clicks per rank (click-log groups with ``views``; else None)
     views: torch.Tensor | None = None
     clicks: torch.Tensor | None = None
+    #: per query, the ids of every judged positive of its mined group (sampled or not): in-batch
+    #: negatives that are among them are masked (``train.in_batch.InBatchView``). None: unknown.
+    positive_ids: list[list[str]] | None = None
 
     def to(self, device, non_blocking: bool = False) -> GroupBatch:
         def move(x):
@@ -109,7 +112,9 @@ class GroupDataset(Dataset):
                 texts.append(self.text_of(c.doc_id))
             else:
                 raise ValueError(f"group {group.query_id!r}: candidate {c.doc_id!r} has no text and no corpus was given")
-        return {"query_id": group.query_id, "query": group.query, "candidates": chosen, "texts": texts}
+        positive_ids = [c.doc_id for c in group.candidates if c.label is not None and c.label > 0]
+        return {"query_id": group.query_id, "query": group.query, "candidates": chosen, "texts": texts,
+                "positive_ids": positive_ids}
 
 
 def _counts(items: list[dict], attr: str) -> torch.Tensor | None:
@@ -160,4 +165,5 @@ class GroupCollator:
             first_stage=_matrix(items, "score", float("nan"), float("nan")),
             views=_counts(items, "views"),
             clicks=_counts(items, "clicks"),
+            positive_ids=[list(it.get("positive_ids", ())) for it in items],
         )

@@ -21,7 +21,8 @@ from typing import Any
 from rerankforge.data.beir import Collection, Qrels, collection_file
 from rerankforge.data.trec import Run, read_run, truncate, write_run
 from rerankforge.errors import ConfigError
-from rerankforge.eval.metrics import DEFAULT_MEASURES, evaluate
+from rerankforge.eval.metrics import DEFAULT_MEASURES, evaluate, per_query
+from rerankforge.eval.significance import compare
 from rerankforge.mining.config import MineConfig
 from rerankforge.retrieve.config import RetrieveConfig, RetrieverConfig, build_retriever_from_config
 
@@ -350,10 +351,16 @@ def fused_on_dev(model, cfg, runs: Mapping[str, Run], out_dir: Path | None = Non
     qrels = Collection.of(cfg.eval.collection).qrels(cfg.eval.split)
     if out_dir is not None:
         write_run(Path(out_dir) / "fused.trec", fused, tag=f"rerankforge_fused_{alpha}")
+    # judged queries as evaluate_reranker counts them, so "fused" and "reranked" compare
+    judged = {q: qrels[q] for q in runs["first_stage"]} if cfg.eval.max_queries else qrels
+    metric = cfg.dev.metric
+    base = per_query(judged, runs["first_stage"], metric)
     return {
-        # judged queries as evaluate_reranker counts them, so "fused" and "reranked" compare
-        "fused": evaluate({q: qrels[q] for q in runs["first_stage"]} if cfg.eval.max_queries else qrels, fused,
-                          cfg.eval.measures),
+        "fused": evaluate(judged, fused, cfg.eval.measures),
+        # paired randomisation on the evaluated queries (a report, not a choice: alpha is already fixed)
+        "significance": {"metric": metric,
+                         "fused_vs_first_stage": compare(base, per_query(judged, fused, metric)),
+                         "reranked_vs_first_stage": compare(base, per_query(judged, runs["reranked"], metric))},
         "fusion": {"alpha": alpha, "norm": cfg.eval.fusion_norm, "metric": cfg.dev.metric,
                    "chosen_on": {"split": dev.split, "holdout": cfg.dev.holdout, "queries": len(dev._run),
                                  "depth": cfg.dev.depth},

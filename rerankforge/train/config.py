@@ -224,6 +224,9 @@ class TrainConfig:
     #: also score each query against the other queries' documents of the batch, gathered across
     #: processes (late-interaction models, e.g. colbert)
     in_batch_negatives: bool = False
+    #: leave another query's document out of a row when it is one of that row's own candidates or a
+    #: judged positive of its mined group (false in-batch negatives; train/in_batch.py)
+    in_batch_mask_positives: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
     #: collapse guard thresholds (train/collapse.py): constant scores with the loss at its
     #: uniform-score value for several logging windows warn and are recorded in train_summary.json

@@ -300,6 +300,7 @@ class Trainer:
         history: list[dict[str, Any]] = []
         seen: list[str] = []
         guard = self._guard = CollapseMonitor(cfg.collapse, self.loss, cfg.stop_on_collapse)
+        self._masked_false_negatives = state.get("in_batch_masked_false_negatives", 0)
         done = state["global_step"] >= total_steps
         for epoch in range(state["epoch"], epochs):
             if done:
@@ -317,6 +318,8 @@ class Trainer:
                 if cfg.record_ranks:
                     seen.extend(batch.query_ids)
                 state["pairs"] += batch.num_pairs * accelerator.num_processes
+                if cfg.in_batch_negatives:
+                    state["in_batch_masked_false_negatives"] = self._masked_false_negatives
                 if not accelerator.sync_gradients:
                     continue
                 scheduler.step()
@@ -370,6 +373,9 @@ class Trainer:
         summary = {"global_step": state["global_step"], "pairs": state["pairs"], "train_seconds": train_seconds,
                    "pairs_per_s": (state["pairs"] - pairs_start) / max(train_seconds, 1e-9),
                    "processes": accelerator.num_processes, "history": history, "collapse": guard.summary()}
+        if cfg.in_batch_negatives:
+            # this process' rows only: how many (query, other document) pairs were left out as known positives
+            summary["in_batch_masked_false_negatives"] = self._masked_false_negatives
         learned = self.loss.describe()
         if learned:
             summary["loss_state"] = learned
@@ -393,7 +399,8 @@ class Trainer:
             with accelerator.autocast():
                 if cfg.in_batch_negatives:
                     out_ib = model(batch.features, batch.mask, in_batch=True)
-                    scores, targets = out_ib.scores, InBatchView(out_ib, batch)
+                    scores, targets = out_ib.scores, InBatchView(out_ib, batch, cfg.in_batch_mask_positives)
+                    self._masked_false_negatives += targets.masked_false_negatives
                 else:
                     scores, targets = model(batch.features, batch.mask), batch
             loss, parts = self.loss.forward_batch(scores.float(), targets)
