@@ -31,8 +31,8 @@ def small_slice(path: Path, out: Path, tiny_bert: Path, tiny_llama: Path, teache
         extra = [f"data.teacher={teacher}"] if "teacher:" in text else []
         if "../shared/datasets" in text:  # a collection outside the repository: the bundled one here
             extra += ["data.mine.collection=bundled:scifact", "eval.collection=bundled:scifact"]
-            if "split: dev" in text:  # the bundled SciFact has no dev split
-                extra += ["dev.every=0"]
+            if "split: dev" in text:  # the bundled SciFact has no dev split: a few train queries stand in
+                extra += ["dev.split=train", "dev.max_queries=2", "dev.depth=4"]
         if "holdout: true" in text:
             extra += ["data.mine.holdout_queries=2", "dev.max_queries=2", "dev.depth=4"]
         if "pseudo:" in text:
