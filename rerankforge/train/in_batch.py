@@ -32,36 +32,26 @@ def doc_key(doc_id: str) -> int:
     return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little", signed=True)
 
 
-def _gather_keys(keys: torch.Tensor) -> torch.Tensor:
-    """Every process' column keys in rank order (the model's ``gather_documents`` column order)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return keys
-    from rerankforge.models.colbert import distributed_gather
-
-    sizes = distributed_gather(torch.tensor([keys.numel()], dtype=torch.long, device=keys.device))
-    n_max = int(sizes.max())
-    padded = torch.full((n_max,), 0, dtype=torch.long, device=keys.device)
-    padded[: keys.numel()] = keys
-    everything = distributed_gather(padded).view(-1, n_max)
-    return torch.cat([everything[r, : int(n)] for r, n in enumerate(sizes.tolist())])
-
-
 def false_negative_mask(out, batch) -> torch.Tensor:
     """``[B, N_total]`` True where an in-batch column is a known positive or a duplicate of one of
     the row's own candidates, other than the row's own columns."""
+    from rerankforge.models.colbert import gather_batch_documents
+
+    device = out.scores.device
     rows, slots = batch.mask.nonzero(as_tuple=True)
     local = torch.tensor([doc_key(batch.doc_ids[b][g]) for b, g in zip(rows.tolist(), slots.tolist())],
-                         dtype=torch.long, device=out.scores.device)
-    columns = _gather_keys(local)
+                         dtype=torch.long, device=device)
+    # the documents' own gather, on one-"token" keys: the same column order as the model's scores
+    ones = torch.ones(local.numel(), 1, dtype=torch.bool, device=device)
+    columns = gather_batch_documents(local.view(-1, 1, 1), ones, None, None)[0].view(-1)
     positives = batch.positive_ids or [[] for _ in batch.doc_ids]
-    flagged = torch.zeros(out.scores.shape, dtype=torch.bool, device=out.scores.device)
-    for b in range(out.scores.shape[0]):
-        known = {doc_key(d) for d in positives[b]} | {doc_key(d) for d, m in zip(batch.doc_ids[b], batch.mask[b]) if m}
-        flagged[b] = torch.isin(columns, torch.tensor(sorted(known), dtype=torch.long, device=columns.device))
-    own = out.own_columns
-    r, s = (own >= 0).nonzero(as_tuple=True)
-    flagged[r, own[r, s]] = False
+    flagged = torch.zeros(out.scores.shape, dtype=torch.bool, device=device)
+    for b, own in enumerate(out.own_columns):
+        own = own[own >= 0]
+        known = torch.cat([columns[own], torch.tensor([doc_key(d) for d in positives[b]], dtype=torch.long,
+                                                      device=device)])
+        flagged[b] = torch.isin(columns, known)
+        flagged[b, own] = False
     return flagged
 
 
