@@ -105,6 +105,72 @@ def test_profile_bias_fit_is_not_confounded_by_a_weak_relevance_tower(truth):
     assert errors["profile"] < 0.02, errors
 
 
+def test_listwise_two_tower_recovers_the_curve_and_ranks_by_relevance(truth):
+    """relevance='listwise': the bias tower still recovers the curve (profile likelihood) and the
+    relevance tower, a listwise softmax on curve-corrected click rates, orders each query's
+    documents by their true relevance although the logger shows them in a fixed order."""
+    theta, gamma = truth
+    loss = LOSSES.build("two_tower", form="pbm", num_ranks=K, bias_fit="profile", relevance="listwise")
+    scores = fit(loss, *pbm_counts(theta, gamma))
+    assert torch.allclose(torch.tensor(loss.propensity()), theta, rtol=0.05)
+    # softmax scores are log relevance up to a per-query constant
+    centred = scores - scores.mean(1, keepdim=True)
+    log_g = gamma.log() - gamma.log().mean(1, keepdim=True)
+    assert torch.corrcoef(torch.stack([centred.flatten(), log_g.flatten()]))[0, 1] > 0.95
+    assert loss.describe()["relevance"] == "listwise"
+
+
+def test_listwise_two_tower_equals_ipw_listwise_ce_with_its_curve():
+    """With the curve held at theta, the listwise relevance term is the IPW objective: listwise CE on
+    click rates sum_r C_r min(1/theta_r, W) / sum_r V_r, computed here by hand."""
+    gen = torch.Generator().manual_seed(5)
+    views = torch.randint(0, 6, (3, 5, 4), generator=gen).float()
+    clicks = torch.minimum(views, torch.randint(0, 3, (3, 5, 4), generator=gen).float())
+    clicks[2] = 0.0  # a query without clicks is left out, as the IPW objective leaves it out
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[1, 4] = False
+    scores = torch.randn(3, 5, generator=gen)
+    theta = torch.tensor([0.8, 0.4, 0.1, 0.004])  # 1/theta at rank 4 is 200: clipped at W = 50
+    loss = LOSSES.build("two_tower", num_ranks=4, bias_fit="profile", relevance="listwise", max_weight=50.0)
+    with torch.no_grad():
+        loss.bias.copy_(torch.logit(theta))
+    value = loss.forward_batch(scores, SimpleNamespace(views=views, clicks=clicks, mask=mask))
+    rates = torch.zeros(3, 5)
+    for q in range(3):
+        for d in range(5):
+            shown = float(views[q, d].sum())
+            if mask[q, d] and shown > 0:
+                rates[q, d] = sum(float(clicks[q, d, r]) * min(float(theta[0] / theta[r]), 50.0)
+                                  for r in range(4)) / shown
+    live = mask & (views.sum(-1) > 0)
+    expected = LOSSES.build("listwise_ce")(scores, live.float(), live, weights=rates)
+    assert torch.allclose(value, expected, atol=1e-6), (value, expected)
+    with pytest.raises(ValueError, match="profile"):
+        LOSSES.build("two_tower", relevance="listwise")  # joint fit: nothing would train the curve
+    with pytest.raises(ValueError, match="relevance"):
+        LOSSES.build("two_tower", relevance="pairwise", bias_fit="profile")
+
+
+def test_held_out_fit_of_a_listwise_two_tower_is_ipw_style():
+    """Its relevance tower has no click calibration, so the held-out click model is theta_r x
+    sigmoid(a s + c) with its learned curve, exactly as for DLA with the same curve."""
+    import numpy as np
+
+    from rerankforge.pipelines.clicks_sweep import click_model_fit
+
+    rng = np.random.default_rng(0)
+    cells = {(f"q{i}", f"d{j}"): (rng.integers(1, 5, 3).astype(float), rng.integers(0, 2, 3).astype(float))
+             for i in range(4) for j in range(3)}
+    scores = {k: float(rng.normal()) for k in cells}
+    curve = [1.0, 0.5, 0.25]
+    state = {"two_tower": {"relevance": "listwise", "propensity": curve, "bias_logit": [9.0, 9.0, 9.0],
+                           "relevance_scale": 1.0, "relevance_offset": 0.0, "form": "pbm"}}
+    got = click_model_fit("two_tower", state, None, cells, cells, scores)
+    assert got == click_model_fit("dla", None, curve, cells, cells, scores)
+    state["two_tower"]["relevance"] = "likelihood"
+    assert click_model_fit("two_tower", state, None, cells, cells, scores) != got
+
+
 def test_profile_relevance_is_each_cells_maximum_likelihood():
     from rerankforge.losses.two_tower import profile_relevance
 
@@ -150,6 +216,7 @@ def test_trust_bias_fits_and_beats_a_position_blind_model(truth):
 
 @pytest.mark.parametrize("name,kwargs", [("two_tower", {}), ("two_tower", {"bias_fit": "profile"}),
                                          ("two_tower", {"bias_fit": "profile", "form": "additive"}),
+                                         ("two_tower", {"bias_fit": "profile", "relevance": "listwise"}),
                                          ("dla", {}), ("trust_bias", {})])
 def test_gradients_reach_scores_and_bias_and_ignore_padding(name, kwargs):
     gen = torch.Generator().manual_seed(2)

@@ -50,6 +50,23 @@ How the bias tower learns (``bias_fit``):
                 The returned value is L (what the relevance tower optimises); the profile term
                 adds only its gradient.
 
+What the relevance tower learns from (``relevance``):
+
+    "likelihood" : the click log-likelihood L above (the published model): each document's absolute
+                   click probability, a pointwise objective.
+    "listwise"   : (needs ``bias_fit="profile"``) a listwise softmax cross-entropy over the query's
+                   documents whose targets are the click rates corrected by the bias tower's current
+                   curve, theta_r = sigmoid(b_r) / sigmoid(b_1), clipped as IPW clips them:
+
+                       y_d ∝ sum_r C_qdr min(1/theta_r, max_weight) / sum_r V_qdr
+                       L_rel = - sum_d y_d log softmax(s)_d
+
+                   i.e. the objective of the ``ipw`` labels (``clicks/labels.py``) with a curve
+                   learned in the same loop instead of estimated beforehand (as DLA learns its own,
+                   Ai et al. 2018, but from the profile likelihood). The returned value is L_rel;
+                   the bias tower still descends the profile likelihood. Naive and IPW training
+                   rank with a listwise objective, which is what this option compares against.
+
 ``bias_ema`` (0 = off; e.g. 0.99) keeps an exponential moving average of the bias logits over
 training steps (bias-corrected, as Adam's moments): mini-batches of a few queries carry little
 information about deep ranks, so the last iterate of the bias tower wanders by several percent
@@ -71,10 +88,11 @@ from torch import nn
 
 from rerankforge.losses._click_common import (RelevanceCalibration, bernoulli_nll, click_counts, count_inputs,
                                               log1m_exp, seen_ranks)
-from rerankforge.losses.base import RankingLoss, as_float, register_loss
+from rerankforge.losses.base import RankingLoss, as_float, masked_log_softmax, mean_over, register_loss
 
 FORMS = ("pbm", "additive")
 BIAS_FITS = ("joint", "profile")
+RELEVANCE_OBJECTIVES = ("likelihood", "listwise")
 
 
 def _bisect(derivative, lo: torch.Tensor, hi: torch.Tensor, steps: int = 40) -> torch.Tensor:
@@ -114,8 +132,18 @@ class TwoTowerClickLoss(RankingLoss):
     target = "clicks"
 
     def __init__(self, form: str = "pbm", num_ranks: int = 50, lr: float = 0.05, learn_scale: bool = True,
-                 bias_fit: str = "joint", bias_ema: float = 0.0):
+                 bias_fit: str = "joint", bias_ema: float = 0.0, relevance: str = "likelihood",
+                 max_weight: float = 100.0):
         super().__init__()
+        if relevance not in RELEVANCE_OBJECTIVES:
+            raise ValueError(f"relevance must be one of {', '.join(RELEVANCE_OBJECTIVES)}, got {relevance!r}")
+        if relevance == "listwise" and bias_fit != "profile":
+            # the listwise term holds the curve fixed: with a joint fit nothing would train the bias tower
+            raise ValueError("relevance='listwise' needs bias_fit='profile' (the profile likelihood trains the curve)")
+        if not float(max_weight) >= 1.0:
+            raise ValueError(f"max_weight must be >= 1, got {max_weight}")
+        self.relevance_objective = relevance
+        self.max_weight = float(max_weight)
         if form not in FORMS:
             raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
         if bias_fit not in BIAS_FITS:
@@ -168,16 +196,36 @@ class TwoTowerClickLoss(RankingLoss):
         profile = self.bias_fit == "profile"
         if self.bias_ema > 0 and self.training and torch.is_grad_enabled():
             self._update_average()
-        log_p, log_1mp = self.click_log_probs(scores, depth, valid, detach_bias=profile)
         with torch.no_grad():
             self.seen[:depth] += views.where(cells, torch.zeros_like(views)).sum((0, 1))
-        loss = bernoulli_nll(log_p, log_1mp, views, clicks, cells)
+        if self.relevance_objective == "listwise":
+            loss = self._listwise(scores, views, clicks, cells, valid)
+        else:
+            log_p, log_1mp = self.click_log_probs(scores, depth, valid, detach_bias=profile)
+            loss = bernoulli_nll(log_p, log_1mp, views, clicks, cells)
         if profile:
             rel = profile_relevance(self.form, self.bias[:depth], views, clicks, cells)[:, :, None]
             bias_nll = bernoulli_nll(*self._log_probs(rel, self.bias[:depth][None, None, :], gamma_given=True),
                                      views, clicks, cells)
             loss = loss + (bias_nll - bias_nll.detach())
         return loss
+
+    def corrected_click_rates(self, views: torch.Tensor, clicks: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """``[B, G]``: sum_r C_r min(1/theta_r, max_weight) / sum_r V_r with the current (averaged) curve."""
+        depth = views.shape[-1]
+        theta = torch.sigmoid(self.curve_logits()[:depth].float())
+        inverse = (theta[0] / theta).clamp(max=self.max_weight)[None, None, :]
+        zero = torch.zeros_like(views)
+        weighted = (clicks.where(cells, zero) * inverse).sum(-1)
+        return weighted / views.where(cells, zero).sum(-1).clamp_min(1.0)
+
+    def _listwise(self, scores, views, clicks, cells, valid):
+        with torch.no_grad():
+            rate = self.corrected_click_rates(views, clicks, cells).where(valid, torch.zeros_like(scores))
+            total = rate.sum(-1, keepdim=True)
+            target = rate / total.clamp_min(torch.finfo(rate.dtype).tiny)
+        per_group = -(target * masked_log_softmax(scores, valid)).sum(-1)
+        return mean_over(per_group, total.squeeze(-1) > 0)
 
     def forward_batch(self, scores, batch):
         views, clicks = click_counts(batch)
@@ -194,7 +242,8 @@ class TwoTowerClickLoss(RankingLoss):
 
     def describe(self):
         k = seen_ranks(self.seen) or self.num_ranks
-        return {"form": self.form, "bias_fit": self.bias_fit, "propensity": self.propensity(),
+        return {"form": self.form, "bias_fit": self.bias_fit, "relevance": self.relevance_objective,
+                "propensity": self.propensity(),
                 "bias_logit": self.curve_logits()[:k].tolist(),
                 "relevance_scale": float(self.relevance.log_scale.detach().exp()),
                 "relevance_offset": float(self.relevance.offset.detach())}

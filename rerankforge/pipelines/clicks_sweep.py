@@ -18,9 +18,10 @@ Per setting (``settings[i].simulation`` overrides the shared ``simulation`` sect
 4. Each model reranks BM25 top-``eval.depth`` of the ``eval.split`` (test) queries; per-query
    nDCG@10 gives the paired randomisation p and a bootstrap interval of the difference to naive.
 5. Held-out click log-likelihood of each method's click model: two_tower / trust_bias use their
-   own towers; naive, ipw and dla use P(click) = theta_r * sigmoid(a s + c) with theta = 1
-   (naive: the position-blind model it assumes), the EM curve (ipw) or the learned curve (dla),
-   and (a, c) fitted on the training log.
+   own towers; naive, ipw, dla and a two_tower with ``relevance: listwise`` (a listwise ranker with
+   no click calibration) use P(click) = theta_r * sigmoid(a s + c) with theta = 1 (naive: the
+   position-blind model it assumes), the EM curve (ipw) or the learned curve (dla, two_tower), and
+   (a, c) fitted on the training log.
 
 Outputs under ``output_dir``: ``sweep_report.json`` (``{"settings": [{"name", "<method>":
 {metric: value, "p_vs_naive": p, ...}}]}``), ``sweep_report.md`` (the table), ``sweep_delta.png``
@@ -212,7 +213,10 @@ def click_model_fit(method: str, loss_state: dict | None, theta, train_cells, he
     depth = v_ho.shape[1]
     sig = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
     state = next(iter(loss_state.values())) if loss_state else None
-    if method == "two_tower" and state:
+    if method == "two_tower" and state and state.get("relevance") == "listwise":
+        # its relevance tower is a listwise ranker with no click calibration: fitted below, as IPW's is
+        theta = state["propensity"]
+    elif method == "two_tower" and state:
         b = np.array(state["bias_logit"] + [state["bias_logit"][-1]] * depth)[:depth]
         rel = state["relevance_scale"] * s_ho + state["relevance_offset"]
         p = sig(rel[:, None] + b) if state["form"] == "additive" else sig(b)[None, :] * sig(rel)[:, None]
