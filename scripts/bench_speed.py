@@ -14,10 +14,14 @@ alternating A/B/A/B so drift and other load hit both alike. Sections:
 * ``train_pointwise``  the same pairs with rerankforge's bce vs ``BinaryCrossEntropyLoss``;
 * ``inference``        ``predict`` on (query, document) pairs of a real BM25 run of SciFact test:
                        rerankforge vs ``CrossEncoder.predict``, plus rerankforge's switches
-                       (float32, bf16, ``bf16="auto"``, int8 dynamic), each with its score agreement;
+                       (float32, bf16, ``bf16="auto"``, int8 dynamic, ``fast``: ``optimize_inference()``,
+                       its compile time reported apart and excluded), each with its score agreement;
+                       sentence-transformers also with its weights in bf16 (``st_bf16_weights``),
+                       the faster way to run it, so the ratio is also given against its best;
 * ``quality``          nDCG@10 on SciFact test (BM25 top-k reranked) of the bundled bi-encoder
                        (a trained model; the cross-encoder's head is untrained here) in float vs
-                       int8: the bar for a lossy switch is 0.005;
+                       int8: the bar for a lossy switch is 0.005; with ``--quality-ce DIR`` also a
+                       trained cross-encoder's nDCG@10 plain (bf16 autocast) vs ``optimize_inference()``;
 * ``colbert``          rerankforge ColBERT training and scoring rates (PyLate is not installed:
                        its install downgrades torch/transformers/sentence-transformers).
 
@@ -340,6 +344,22 @@ def bench_inference(model_dir: str, args, ceiling: dict, device: str) -> dict:
     if "int8" in args.infer_variants and dev == "cpu":
         q8 = CrossEncoder(model_dir, max_length=args.max_length).quantize_int8()
         extra["rerankforge_int8"] = rf_predict(q8, False)
+    compile_seconds = None
+    if "fast" in args.infer_variants:
+        fast = CrossEncoder(model_dir, max_length=args.max_length).to(device).optimize_inference()
+        t0 = time.perf_counter()
+        fast.predict(pairs, batch_size=args.infer_batch, bf16=args.bf16)  # compiles: timed apart, not in pairs/s
+        compile_seconds = round(time.perf_counter() - t0, 2)
+        extra["rerankforge_fast"] = rf_predict(fast, args.bf16)
+    if "st_bf16_weights" in args.infer_variants and args.bf16:
+        st16 = STCrossEncoder(model_dir, max_length=args.max_length, device=device,
+                              model_kwargs={"dtype": torch.bfloat16})
+
+        def st16_predict(items):
+            with torch.no_grad():
+                return np.asarray(st16.predict(items, batch_size=args.infer_batch, activation_fn=torch.nn.Identity(),
+                                               show_progress_bar=False), dtype=np.float32)
+        extra["sentence_transformers_bf16_weights"] = st16_predict
     if {"onnx", "onnx_int8"} & set(args.infer_variants) and dev == "cpu":
         extra.update(onnx_variants(model_dir, args, Path(tempfile.mkdtemp(prefix="bench-onnx-"))))
     variants.update(extra)
@@ -361,12 +381,14 @@ def bench_inference(model_dir: str, args, ceiling: dict, device: str) -> dict:
                  "max_length": args.max_length, "bf16": args.bf16,
                  "pairs_at_max_length": round(sum(1 for x in lengths if x >= args.max_length) / len(lengths), 3),
                  "pad_fraction": round(1 - tokens / sum(r * L for r, L, _ in shapes), 4), "variants": {}}
+    if compile_seconds is not None:
+        out["fast_first_pass_seconds"] = compile_seconds  # torch.compile + one pass, excluded from pairs/s
     ref = scores["rerankforge_fp32"] if "rerankforge_fp32" in scores else scores["rerankforge"]
     for name, rates in runs.items():
         med = statistics.median(rates)
         v = {"pairs_per_s": summary(rates), "tokens_per_s": round(tokens / len(pairs) * med, 1),
              "gflops": round(flops / len(pairs) * med / 1e9, 2), "agreement_vs_float": rank_agreement(scores[name], ref)}
-        bf = (args.bf16 and "fp32" not in name and "int8" not in name) or name.endswith("_bf16")
+        bf = (args.bf16 and "fp32" not in name and "int8" not in name) or "_bf16" in name
         bf = bf and not name.startswith("onnx")
         peak = peak_bf16 if bf else peak_fp32
         if peak and "int8" not in name:
@@ -439,6 +461,40 @@ def bench_quality(args, device: str) -> dict:
     out["int8_minus_float32"] = round(out["variants"]["int8"]["nDCG@10"] - out["variants"]["float32"]["nDCG@10"], 4)
     out["within_0.005"] = abs(out["int8_minus_float32"]) <= 0.005
     out["agreement"] = rank_agreement(scores["int8"], scores["float32"])
+    if args.quality_ce:
+        out["cross_encoder_fast"] = quality_fast(args, coll, keys, queries, judged, run)
+    return out
+
+
+def quality_fast(args, coll, keys, queries, judged, run) -> dict:
+    """nDCG@10 of a trained cross-encoder scored plainly (bf16 autocast, as ``rerankforge rerank``)
+    and through ``optimize_inference()`` (bf16 weights, [CLS]-pruned last layer, torch.compile)."""
+    from rerankforge.eval.metrics import evaluate
+    from rerankforge.models.cross_encoder import CrossEncoder
+
+    qs, ds = [queries[q] for q, _ in keys], [coll.corpus.text(d) for _, d in keys]
+    out: dict = {"model": args.quality_ce, "max_length": args.max_length, "variants": {}}
+    scores = {}
+    for name in ("plain_bf16", "fast_bf16", "plain_float32"):
+        model = CrossEncoder(args.quality_ce, max_length=args.max_length)
+        if name.startswith("fast"):
+            model.optimize_inference()
+            model.score_pairs(qs[: args.infer_batch * 2], ds[: args.infer_batch * 2], batch_size=args.infer_batch)
+        t0 = time.perf_counter()
+        s = model.score_pairs(qs, ds, batch_size=args.infer_batch, bf16=not name.endswith("float32"))
+        seconds = time.perf_counter() - t0
+        scores[name] = s
+        reranked: dict = {}
+        for (q, d), x in zip(keys, s.tolist()):
+            reranked.setdefault(q, []).append((d, x))
+        m = evaluate(judged, reranked, ["nDCG@10"])
+        out["variants"][name] = {"nDCG@10": round(float(m["nDCG@10"]), 4), "pairs_per_s": round(len(keys) / seconds, 2),
+                                 "agreement_vs_float32": None}
+        print(f"  quality cross-encoder {name}: nDCG@10 {m['nDCG@10']:.4f}, {len(keys) / seconds:.1f} pairs/s", flush=True)
+    for name in out["variants"]:
+        out["variants"][name]["agreement_vs_float32"] = rank_agreement(scores[name], scores["plain_float32"])
+    out["fast_minus_plain_bf16"] = round(out["variants"]["fast_bf16"]["nDCG@10"] - out["variants"]["plain_bf16"]["nDCG@10"], 4)
+    out["within_0.005"] = abs(out["fast_minus_plain_bf16"]) <= 0.005
     return out
 
 
@@ -513,9 +569,11 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--queries", type=int, default=30, help="SciFact test queries whose BM25 pairs are scored")
     p.add_argument("--depth", type=int, default=10)
     p.add_argument("--infer-batch", type=int, default=32)
-    p.add_argument("--infer-variants", default="fp32,bf16,auto,int8,onnx,onnx_int8")
+    p.add_argument("--infer-variants", default="fp32,bf16,auto,int8,fast,st_bf16_weights,onnx,onnx_int8")
     p.add_argument("--quality-queries", type=int, default=50)
     p.add_argument("--quality-depth", type=int, default=10)
+    p.add_argument("--quality-ce", default=None, help="a trained cross-encoder directory: nDCG@10 plain vs "
+                   "optimize_inference() in the quality section")
     p.add_argument("--ceiling-n", type=int, default=1024)
     p.add_argument("--quick", action="store_true", help="CI smoke: tiny sizes, one repetition (not a timing)")
     args = p.parse_args(argv)

@@ -22,7 +22,7 @@ def test_quick_run_writes_the_schema(tmp_path, tiny_ce_dir, tiny_bert_dir, tiny_
     collection, _run = tiny_collection
     out = tmp_path / "bench_speed.json"
     bench.main(["--quick", "--model", str(tiny_ce_dir), "--quality-model", str(tiny_bert_dir),
-                "--colbert-model", str(tiny_bert_dir),
+                "--colbert-model", str(tiny_bert_dir), "--quality-ce", str(tiny_ce_dir),
                 "--collection", str(collection), "--out", str(out)])
     data = json.loads(out.read_text())
     for key in ("cpu", "ceiling", "train", "train_pointwise", "inference", "quality", "colbert", "settings"):
@@ -40,6 +40,15 @@ def test_quick_run_writes_the_schema(tmp_path, tiny_ce_dir, tiny_bert_dir, tiny_
     assert "rerankforge_int8" in inf and inf["rerankforge_int8"]["agreement_vs_float"]["spearman"] > 0.5
     # same weights, same truncation: both frameworks' float32 scores agree
     assert inf["sentence_transformers_fp32"]["agreement_vs_float"]["max_abs_diff"] < 1e-3
+    # the fast path scores what the plain model scores (rounding apart); its compile is timed apart
+    assert inf["rerankforge_fast"]["agreement_vs_float"]["spearman"] > 0.5  # 4 pairs: bf16 on a random tiny model
+    assert data["inference"]["fast_first_pass_seconds"] > 0
+    assert "sentence_transformers_bf16_weights" in inf
+    assert set(data["inference"]["ratio_vs_best_sentence_transformers"]) >= {"rerankforge", "rerankforge_fast"}
+    ce = data["quality"]["cross_encoder_fast"]
+    assert set(ce["variants"]) == {"plain_bf16", "fast_bf16", "plain_float32"}
+    assert ce["fast_minus_plain_bf16"] == pytest.approx(
+        ce["variants"]["fast_bf16"]["nDCG@10"] - ce["variants"]["plain_bf16"]["nDCG@10"], abs=1e-4)
     assert "skipped" in data["colbert"]["pylate"]
     assert data["quality"]["variants"]["int8"]["nDCG@10"] >= 0
     # --merge keeps other sections and a GPU run nests under "gpu"

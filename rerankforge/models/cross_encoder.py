@@ -72,8 +72,32 @@ class CrossEncoder(Reranker):
             enc = self.__dict__["_pairs"] = PairEncoder(self.tokenizer)
         return enc
 
+    def optimize_inference(self, compile: bool = True, prune: bool = True) -> CrossEncoder:
+        """Score through the fast path of ``models/fast_inference.py`` from now on: encoder weights
+        in the scoring dtype, the last layer for the [CLS] row only (BERT), ``torch.compile``.
+        Scores equal the plain forward's up to rounding; training is unaffected (the fast path is
+        used only without gradients, in eval mode, and rebuilt when a weight changes). In place;
+        returns ``self``."""
+        from rerankforge.models.fast_inference import FastScorer
+
+        if getattr(self, "quantized", None):
+            raise ValueError("optimize_inference() and quantize_int8() are alternatives; this model is int8")
+        self.__dict__["_fast"] = FastScorer(self.model, compile=compile, prune=prune)
+        return self
+
+    @property
+    def fast_inference(self):
+        """The ``FastScorer`` set by ``optimize_inference()``, or None."""
+        return self.__dict__.get("_fast")
+
     def forward(self, features: dict[str, Any], mask: torch.Tensor) -> torch.Tensor:
-        logits = self.model(**features).logits.view(-1)
+        fast = self.__dict__.get("_fast")
+        if fast is not None and not self.training and not torch.is_grad_enabled():
+            device = features["input_ids"].device.type
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+            logits = fast(features, dtype).view(-1)
+        else:
+            logits = self.model(**features).logits.view(-1)
         return scatter_scores(logits, mask)
 
     def save_pretrained(self, path: str | Path) -> None:

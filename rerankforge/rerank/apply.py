@@ -34,6 +34,9 @@ class RerankConfig:
     #: scripts/bench_speed.py: pairs/s and SciFact nDCG@10 against float)
     quantize: Optional[str] = option(None, flag="--quantize", choices=("int8",),
                                      help="score with an int8-quantised copy of the model (CPU)")
+    #: the fast scoring path (cross-encoders): weights in the scoring dtype, the last layer for
+    #: [CLS] only, torch.compile; equal scores up to rounding (models/fast_inference.py)
+    optimize: bool = option(False, flag="--optimize", help="score through the fast path (cross-encoders; torch.compile)")
     passage_words: Optional[int] = option(None, flag="--passage-words", help="split documents into passages of N words")
     passage_stride: Optional[int] = option(None, flag="--passage-stride",
                                            help="words between passage starts (default N/2: 50% overlap)")
@@ -64,6 +67,8 @@ class RerankConfig:
             raise ConfigError("--threshold needs logit scores; --passage-agg sum adds passage logits, which is not one")
         if self.fusion_alpha is not None and not 0.0 <= self.fusion_alpha <= 1.0:
             raise ConfigError(f"--fusion-alpha must be in [0, 1], got {self.fusion_alpha}")
+        if self.optimize and self.quantize:
+            raise ConfigError("--optimize and --quantize are alternatives: choose one")
         if self.passage_stride and not self.passage_words:
             raise ConfigError("--passage-stride needs --passage-words")
 
@@ -92,6 +97,10 @@ def rerank_collection(cfg: RerankConfig) -> RerankResult:
     model = load_reranker(cfg.model)
     if cfg.quantize == "int8":
         model.quantize_int8()
+    if cfg.optimize:
+        if not hasattr(model, "optimize_inference"):
+            raise ConfigError(f"--optimize applies to cross-encoders; {cfg.model} is a {type(model).__name__}")
+        model.optimize_inference()
     if cfg.passage_words:
         from rerankforge.rerank.passages import rerank_passages
 
