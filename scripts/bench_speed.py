@@ -15,7 +15,8 @@ alternating A/B/A/B so drift and other load hit both alike. Sections:
 * ``inference``        ``predict`` on (query, document) pairs of a real BM25 run of SciFact test:
                        rerankforge vs ``CrossEncoder.predict``, plus rerankforge's switches
                        (float32, bf16, ``bf16="auto"``, int8 dynamic, ``fast``: ``optimize_inference()``,
-                       its compile time reported apart and excluded), each with its score agreement;
+                       ``fast_autotune``: the same with mode="max-autotune"; compile time reported
+                       apart and excluded), each with its score agreement;
                        sentence-transformers also with its weights in bf16 (``st_bf16_weights``),
                        the faster way to run it, so the ratio is also given against its best;
 * ``quality``          nDCG@10 on SciFact test (BM25 top-k reranked) of the bundled bi-encoder
@@ -344,13 +345,14 @@ def bench_inference(model_dir: str, args, ceiling: dict, device: str) -> dict:
     if "int8" in args.infer_variants and dev == "cpu":
         q8 = CrossEncoder(model_dir, max_length=args.max_length).quantize_int8()
         extra["rerankforge_int8"] = rf_predict(q8, False)
-    compile_seconds = None
-    if "fast" in args.infer_variants:
-        fast = CrossEncoder(model_dir, max_length=args.max_length).to(device).optimize_inference()
-        t0 = time.perf_counter()
-        fast.predict(pairs, batch_size=args.infer_batch, bf16=args.bf16)  # compiles: timed apart, not in pairs/s
-        compile_seconds = round(time.perf_counter() - t0, 2)
-        extra["rerankforge_fast"] = rf_predict(fast, args.bf16)
+    compile_seconds = {}
+    for variant, mode in (("fast", "default"), ("fast_autotune", "max-autotune")):
+        if variant in args.infer_variants:
+            fast = CrossEncoder(model_dir, max_length=args.max_length).to(device).optimize_inference(mode=mode)
+            t0 = time.perf_counter()
+            fast.predict(pairs, batch_size=args.infer_batch, bf16=args.bf16)  # compiles: timed apart, not in pairs/s
+            compile_seconds[f"rerankforge_{variant}"] = round(time.perf_counter() - t0, 2)
+            extra[f"rerankforge_{variant}"] = rf_predict(fast, args.bf16)
     if "st_bf16_weights" in args.infer_variants and args.bf16:
         st16 = STCrossEncoder(model_dir, max_length=args.max_length, device=device,
                               model_kwargs={"dtype": torch.bfloat16})
@@ -381,7 +383,7 @@ def bench_inference(model_dir: str, args, ceiling: dict, device: str) -> dict:
                  "max_length": args.max_length, "bf16": args.bf16,
                  "pairs_at_max_length": round(sum(1 for x in lengths if x >= args.max_length) / len(lengths), 3),
                  "pad_fraction": round(1 - tokens / sum(r * L for r, L, _ in shapes), 4), "variants": {}}
-    if compile_seconds is not None:
+    if compile_seconds:
         out["fast_first_pass_seconds"] = compile_seconds  # torch.compile + one pass, excluded from pairs/s
     ref = scores["rerankforge_fp32"] if "rerankforge_fp32" in scores else scores["rerankforge"]
     for name, rates in runs.items():
@@ -431,6 +433,20 @@ def onnx_variants(model_dir: str, args, tmp: Path) -> dict:
 
 
 # --------------------------------------------------------------------------------------- quality
+def scored_ndcg(model, qs, ds, keys, judged, batch: int, bf16) -> tuple[np.ndarray, dict]:
+    """Scores of the (query, doc) ``keys`` and ``{"nDCG@10", "pairs_per_s"}`` of the run they rank."""
+    from rerankforge.eval.metrics import evaluate
+
+    t0 = time.perf_counter()
+    s = model.score_pairs(qs, ds, batch_size=batch, bf16=bf16)
+    seconds = time.perf_counter() - t0
+    reranked: dict = {}
+    for (q, d), x in zip(keys, s.tolist()):
+        reranked.setdefault(q, []).append((d, x))
+    m = evaluate(judged, reranked, ["nDCG@10"])
+    return s, {"nDCG@10": round(float(m["nDCG@10"]), 4), "pairs_per_s": round(len(keys) / seconds, 2)}
+
+
 def bench_quality(args, device: str) -> dict:
     """nDCG@10 of float vs int8 scoring on BM25 top-``depth`` of SciFact test (bi-encoder "default")."""
     from rerankforge.eval.metrics import evaluate
@@ -447,16 +463,8 @@ def bench_quality(args, device: str) -> dict:
         model = BiEncoder(args.quality_model, max_length=args.max_length)
         if name == "int8":
             model.quantize_int8()
-        t0 = time.perf_counter()
-        s = model.score_pairs(qs, ds, batch_size=args.infer_batch, bf16=False)
-        seconds = time.perf_counter() - t0
-        scores[name] = s
-        reranked: dict = {}
-        for (q, d), x in zip(keys, s.tolist()):
-            reranked.setdefault(q, []).append((d, x))
-        m = evaluate(judged, reranked, ["nDCG@10"])
-        out["variants"][name] = {"nDCG@10": round(float(m["nDCG@10"]), 4), "pairs_per_s": round(len(keys) / seconds, 2)}
-        print(f"  quality {name}: nDCG@10 {m['nDCG@10']:.4f}", flush=True)
+        scores[name], out["variants"][name] = scored_ndcg(model, qs, ds, keys, judged, args.infer_batch, bf16=False)
+        print(f"  quality {name}: nDCG@10 {out['variants'][name]['nDCG@10']:.4f}", flush=True)
     out["first_stage_nDCG@10"] = round(float(evaluate(judged, run, ["nDCG@10"])["nDCG@10"]), 4)
     out["int8_minus_float32"] = round(out["variants"]["int8"]["nDCG@10"] - out["variants"]["float32"]["nDCG@10"], 4)
     out["within_0.005"] = abs(out["int8_minus_float32"]) <= 0.005
@@ -469,7 +477,6 @@ def bench_quality(args, device: str) -> dict:
 def quality_fast(args, coll, keys, queries, judged, run) -> dict:
     """nDCG@10 of a trained cross-encoder scored plainly (bf16 autocast, as ``rerankforge rerank``)
     and through ``optimize_inference()`` (bf16 weights, [CLS]-pruned last layer, torch.compile)."""
-    from rerankforge.eval.metrics import evaluate
     from rerankforge.models.cross_encoder import CrossEncoder
 
     qs, ds = [queries[q] for q, _ in keys], [coll.corpus.text(d) for _, d in keys]
@@ -480,17 +487,10 @@ def quality_fast(args, coll, keys, queries, judged, run) -> dict:
         if name.startswith("fast"):
             model.optimize_inference()
             model.score_pairs(qs[: args.infer_batch * 2], ds[: args.infer_batch * 2], batch_size=args.infer_batch)
-        t0 = time.perf_counter()
-        s = model.score_pairs(qs, ds, batch_size=args.infer_batch, bf16=not name.endswith("float32"))
-        seconds = time.perf_counter() - t0
-        scores[name] = s
-        reranked: dict = {}
-        for (q, d), x in zip(keys, s.tolist()):
-            reranked.setdefault(q, []).append((d, x))
-        m = evaluate(judged, reranked, ["nDCG@10"])
-        out["variants"][name] = {"nDCG@10": round(float(m["nDCG@10"]), 4), "pairs_per_s": round(len(keys) / seconds, 2),
-                                 "agreement_vs_float32": None}
-        print(f"  quality cross-encoder {name}: nDCG@10 {m['nDCG@10']:.4f}, {len(keys) / seconds:.1f} pairs/s", flush=True)
+        scores[name], out["variants"][name] = scored_ndcg(model, qs, ds, keys, judged, args.infer_batch,
+                                                          bf16=not name.endswith("float32"))
+        v = out["variants"][name]
+        print(f"  quality cross-encoder {name}: nDCG@10 {v['nDCG@10']:.4f}, {v['pairs_per_s']:.1f} pairs/s", flush=True)
     for name in out["variants"]:
         out["variants"][name]["agreement_vs_float32"] = rank_agreement(scores[name], scores["plain_float32"])
     out["fast_minus_plain_bf16"] = round(out["variants"]["fast_bf16"]["nDCG@10"] - out["variants"]["plain_bf16"]["nDCG@10"], 4)

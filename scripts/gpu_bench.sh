@@ -53,12 +53,12 @@ if [ $ST = 1 ]; then
   # batch 32, max length 256: the CPU settings, so the ratios compare with the CPU table
   timeout ${T1:-300} $PY scripts/bench_speed.py --device $DEVICE --nest $NEST1 --merge --out "$OUT" $Q \
     --sections ceiling,train,train_pointwise,inference --batch 32 --max-length 256 --steps $STEPS --warmup 3 \
-    --reps 2 --queries 300 --depth 10 --infer-batch 256 --infer-variants fp32 --ceiling-n 8192 \
+    --reps 2 --queries 300 --depth 10 --infer-batch 256 --infer-variants fp32,fast,st_bf16_weights --ceiling-n 8192 \
     || echo "gpu_bench: batch-32 run failed (rc $?)"
   # a large batch: what the GPU can do per pair (the >= 20,000 pairs/s training target)
   timeout ${T2:-240} $PY scripts/bench_speed.py --device $DEVICE --nest $NEST2 --merge --out "$OUT" $Q \
     --sections train,inference --batch $BIG_BATCH --max-length 256 --steps 10 --warmup 3 --reps 2 \
-    --no-attention-dropout0 --queries 300 --depth 10 --infer-batch 1024 --infer-variants fp32 \
+    --no-attention-dropout0 --queries 300 --depth 10 --infer-batch 1024 --infer-variants fp32,fast,st_bf16_weights \
     || echo "gpu_bench: large-batch run failed (rc $?)"
 fi
 # faiss-gpu: exact search of random unit vectors (the encoder's cost is measured above)

@@ -17,7 +17,7 @@ from rerankforge.models.fast_inference import FastScorer, prunable, pruned_bert_
 
 def _pairs(n=40, seed=0):
     rng = np.random.default_rng(seed)
-    words = "vitamin d bone fracture risk statin heart trial cells protein gene dose mice".split()
+    words = ["vitamin", "d", "bone", "fracture", "risk", "statin", "heart", "trial", "cells", "protein", "gene", "dose", "mice"]
     qs = [" ".join(rng.choice(words, int(rng.integers(2, 6)))) for _ in range(n)]
     ds = [" ".join(rng.choice(words, int(rng.integers(3, 60)))) for _ in range(n)]
     return qs, ds
@@ -66,6 +66,23 @@ def test_compiled_scores_equal_eager_scores(tiny_ce_dir):
         pytest.skip("torch.compile is unavailable on this machine (the eager fallback is tested below)")
     assert compiled.fast_inference.compiled_ok is True
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+    # padded to 64-token buckets and power-of-two row counts: 70 pairs in batches of 32 (two full
+    # batches and one of 6 rows, padded to 8) compile a few static shapes, not one per batch
+    shapes = compiled.fast_inference.shapes
+    assert {r for r, _ in shapes} == {32, 8} and all(n % 64 == 0 for _, n in shapes)
+
+
+def test_padding_buckets(tiny_ce_dir):
+    scorer = CrossEncoder(str(tiny_ce_dir)).optimize_inference(compile=False, length_bucket=64).fast_inference
+    feats = {"input_ids": torch.arange(5 * 70).view(5, 70), "attention_mask": torch.ones(5, 70, dtype=torch.long),
+             "token_type_ids": torch.zeros(5, 70, dtype=torch.long)}
+    out = scorer._pad(feats, max_positions=512)
+    assert out["input_ids"].shape == (8, 128)
+    assert (out["attention_mask"][:5, 70:] == 0).all() and (out["attention_mask"][:5, :70] == 1).all()
+    assert torch.equal(out["input_ids"][5:, :70], feats["input_ids"][:1].expand(3, -1))  # pad rows copy row 0
+    assert scorer._pad(feats, max_positions=100)["input_ids"].shape == (8, 100)  # never past the positions
+    with pytest.raises(ValueError, match="mode"):
+        CrossEncoder(str(tiny_ce_dir)).optimize_inference(mode="fastest")
 
 
 def test_a_changed_weight_is_never_scored_stale(tiny_ce_dir):

@@ -72,17 +72,20 @@ class CrossEncoder(Reranker):
             enc = self.__dict__["_pairs"] = PairEncoder(self.tokenizer)
         return enc
 
-    def optimize_inference(self, compile: bool = True, prune: bool = True) -> CrossEncoder:
+    def optimize_inference(self, compile: bool = True, prune: bool = True, mode: str = "default",
+                           length_bucket: int = 64) -> CrossEncoder:
         """Score through the fast path of ``models/fast_inference.py`` from now on: encoder weights
         in the scoring dtype, the last layer for the [CLS] row only (BERT), ``torch.compile``.
         Scores equal the plain forward's up to rounding; training is unaffected (the fast path is
-        used only without gradients, in eval mode, and rebuilt when a weight changes). In place;
-        returns ``self``."""
+        used only without gradients, in eval mode, and rebuilt when a weight changes). ``mode``:
+        "default" or "max-autotune" (slower compiles, faster scoring); ``length_bucket``: batches are
+        padded to a multiple of it so few shapes are compiled. In place; returns ``self``."""
         from rerankforge.models.fast_inference import FastScorer
 
         if getattr(self, "quantized", None):
             raise ValueError("optimize_inference() and quantize_int8() are alternatives; this model is int8")
-        self.__dict__["_fast"] = FastScorer(self.model, compile=compile, prune=prune)
+        self.__dict__["_fast"] = FastScorer(self.model, compile=compile, prune=prune, mode=mode,
+                                            length_bucket=length_bucket)
         return self
 
     @property
