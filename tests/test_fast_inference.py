@@ -139,6 +139,8 @@ def test_copies_and_exclusivity(tiny_ce_dir):
     assert not any(k.startswith("_fast") for k in model.state_dict())  # nothing leaks into exports
     with pytest.raises(ValueError, match="alternatives"):
         CrossEncoder(str(tiny_ce_dir)).quantize_int8().optimize_inference()
+    with pytest.raises(ValueError, match="alternatives"):
+        CrossEncoder(str(tiny_ce_dir)).optimize_inference(compile=False).quantize_int8()
 
 
 def test_non_bert_models_keep_their_own_forward(tiny_bert_dir):

@@ -88,6 +88,11 @@ class CrossEncoder(Reranker):
                                             length_bucket=length_bucket)
         return self
 
+    def quantize_int8(self) -> CrossEncoder:
+        if self.fast_inference is not None:
+            raise ValueError("quantize_int8() and optimize_inference() are alternatives; this model is optimized")
+        return super().quantize_int8()
+
     @property
     def fast_inference(self):
         """The ``FastScorer`` set by ``optimize_inference()``, or None."""
