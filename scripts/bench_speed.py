@@ -12,6 +12,8 @@ alternating A/B/A/B so drift and other load hit both alike. Sections:
                        its ``ListNetLoss`` (a plain loop is generous to sentence-transformers: no
                        HF-Trainer or data-loader overhead);
 * ``train_pointwise``  the same pairs with rerankforge's bce vs ``BinaryCrossEntropyLoss``;
+                       both training sections also time rerankforge with ``model.fast_dropout=false``
+                       (torch's dropout) in the same alternation: ``ratio_torch_dropout``;
 * ``inference``        ``predict`` on (query, document) pairs of a real BM25 run of SciFact test:
                        rerankforge vs ``CrossEncoder.predict``, plus rerankforge's switches
                        (float32, bf16, ``bf16="auto"``, int8 dynamic, ``fast``: ``optimize_inference()``,
@@ -40,6 +42,7 @@ scripts/gpu_bench.sh) writes everything under the file's "gpu" key.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -187,7 +190,7 @@ def batch_shapes(tokenizer, pairs: list[tuple[str, str]], batch: int, max_length
 
 # -------------------------------------------------------------------------------------- training
 def rf_train(model_dir: str, loss: str, groups, args, bf16: bool, attention_dropout: float | None,
-             device: str) -> dict:
+             device: str, fast_dropout: bool = True) -> dict:
     from rerankforge.models.cross_encoder import CrossEncoder
     from rerankforge.models.dropout import set_attention_dropout
     from rerankforge.train.config import TrainConfig
@@ -199,6 +202,7 @@ def rf_train(model_dir: str, loss: str, groups, args, bf16: bool, attention_drop
     gps = args.batch // args.group_size
     with tempfile.TemporaryDirectory(prefix="bench-rf-") as tmp:
         cfg = TrainConfig(output_dir=tmp, seed=0, bf16=bf16, progress=False, log_every=1)
+        cfg.model.fast_dropout = fast_dropout
         cfg.data.group_size = args.group_size
         cfg.optim.batch_size = gps
         cfg.optim.max_steps = args.warmup + args.steps
@@ -274,9 +278,12 @@ def bench_train(model_dir: str, loss: str, ordered_groups, all_groups, args, cei
     peak = ceiling.get("bfloat16_gflops" if args.bf16 else "float32_gflops")
     dropouts = [("checkpoint_dropout", None)] + ([("attention_dropout_0", 0.0)] if args.attention_dropout0 else [])
     for name, ad in dropouts:
-        runs: dict[str, list[float]] = {"rerankforge": [], "sentence_transformers": []}
+        runs: dict[str, list[float]] = {"rerankforge": [], "sentence_transformers": [],
+                                        "rerankforge_torch_dropout": []}
+        torch_dropout = functools.partial(rf_train, fast_dropout=False)
         for rep in range(args.reps):
-            order = (("rerankforge", rf_train), ("sentence_transformers", st_train))
+            order = (("rerankforge", rf_train), ("sentence_transformers", st_train),
+                     ("rerankforge_torch_dropout", torch_dropout))
             for fw, fn in (order if rep % 2 == 0 else order[::-1]):
                 r = fn(model_dir, loss, all_groups, args, args.bf16, ad, device)
                 runs[fw].append(r["pairs_per_s"])
@@ -290,8 +297,10 @@ def bench_train(model_dir: str, loss: str, ordered_groups, all_groups, args, cei
                      "gflops": round(flops / (args.steps * args.batch) / sec_per_pair / 1e9, 2)}
             if peak:
                 v[fw]["fraction_of_ceiling"] = round(v[fw]["gflops"] / peak, 4)
-        v["ratio"] = round(v["rerankforge"]["pairs_per_s"]["median"]
-                           / v["sentence_transformers"]["pairs_per_s"]["median"], 3)
+        st_rate = v["sentence_transformers"]["pairs_per_s"]["median"]
+        v["ratio"] = round(v["rerankforge"]["pairs_per_s"]["median"] / st_rate, 3)
+        # model.fast_dropout=false: torch's dropout and attention, the rest of rerankforge unchanged
+        v["ratio_torch_dropout"] = round(v["rerankforge_torch_dropout"]["pairs_per_s"]["median"] / st_rate, 3)
         out["variants"][name] = v
     head = out["variants"]["checkpoint_dropout"]
     out.update(rerankforge=head["rerankforge"]["pairs_per_s"]["median"],

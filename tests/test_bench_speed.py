@@ -36,6 +36,13 @@ def test_quick_run_writes_the_schema(tmp_path, tiny_ce_dir, tiny_bert_dir, tiny_
             for fw in ("rerankforge", "sentence_transformers"):
                 if isinstance(variant, dict) and fw in variant:
                     assert {"pairs_per_s", "tokens_per_s", "gflops"} <= set(variant[fw])
+    for section in ("train", "train_pointwise"):
+        for variant in data[section]["variants"].values():
+            # rerankforge with torch's own dropout, timed in the same alternation (the switch's share)
+            assert variant["rerankforge_torch_dropout"]["pairs_per_s"]["median"] > 0
+            assert variant["ratio_torch_dropout"] == pytest.approx(
+                variant["rerankforge_torch_dropout"]["pairs_per_s"]["median"]
+                / variant["sentence_transformers"]["pairs_per_s"]["median"], rel=0.01)
     inf = data["inference"]["variants"]
     assert "rerankforge_int8" in inf and inf["rerankforge_int8"]["agreement_vs_float"]["spearman"] > 0.5
     # same weights, same truncation: both frameworks' float32 scores agree

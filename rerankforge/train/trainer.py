@@ -170,6 +170,28 @@ class Trainer:
 
         return Collection(collection).corpus.text
 
+    def _dataset(self, accelerator: Accelerator) -> GroupDataset:
+        cfg = self.args
+        groups = self._groups(accelerator)
+        text_of = self._text_of()
+        # Before the first step: a text-less candidate the collection lacks, or groups no loss term
+        # can learn from, would otherwise surface mid-run or train at loss 0 (train/data_checks.py).
+        groups = check_groups(groups, list(self.loss.terms), text_of, self._source)
+        return GroupDataset(groups, SamplingConfig(cfg.data.group_size, cfg.data.max_positives, True, cfg.seed),
+                            text_of)
+
+    def training_batches(self, epoch: int = 0) -> list[list[dict[str, Any]]]:
+        """The batches ``train()`` draws in ``epoch`` on one process: the same groups in the same
+        order with the same candidates, each item ``{query_id, query, candidates, texts, ...}``.
+        For recording a run's exact samples or training another framework on them."""
+        dataset = self._dataset(self._accelerator())
+        dataset.set_epoch(epoch)
+        order = EpochShuffle(len(dataset), self.args.seed)
+        order.set_epoch(epoch)
+        items = [dataset[i] for i in order]
+        size = self.args.optim.batch_size
+        return [items[s : s + size] for s in range(0, len(items), size)]
+
     # ------------------------------------------------------------------------------ train
     def train(self, end_tracking: bool = True) -> Path:
         """Run the loop and export the final model; returns ``<output_dir>/model``. With
@@ -188,6 +210,10 @@ class Trainer:
         self._given_base = given_base_model(self.model) if self.model is not None else None
         model = self.model if self.model is not None else build_model(cfg.model)
         cfg.model.type = model.model_type or cfg.model.type  # the resolved config records what trained
+        if cfg.model.fast_dropout and accelerator.device.type == "cpu":
+            from rerankforge.models.fast_dropout import use_fast_dropout
+
+            use_fast_dropout(model)
         if accelerator.is_main_process:
             make_dirs(out)
             with atomic_write(out / "config.yaml") as fh:
@@ -195,13 +221,7 @@ class Trainer:
         start_tracking(accelerator, cfg)
         if cfg.in_batch_negatives:
             check_in_batch(model)
-        groups = self._groups(accelerator)
-        text_of = self._text_of()
-        # Before the first step: a text-less candidate the collection lacks, or groups no loss term
-        # can learn from, would otherwise surface mid-run or train at loss 0 (train/data_checks.py).
-        groups = check_groups(groups, list(self.loss.terms), text_of, self._source)
-        dataset = GroupDataset(groups, SamplingConfig(cfg.data.group_size, cfg.data.max_positives, True, cfg.seed),
-                               text_of)
+        dataset = self._dataset(accelerator)
         loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, sampler=EpochShuffle(len(dataset), cfg.seed),
                             collate_fn=GroupCollator(model.tokenize), num_workers=cfg.data.num_workers,
                             # A private generator: creating an iterator must not draw from the global RNG,
