@@ -3,6 +3,7 @@
 import json
 
 from helpers import load_script
+
 from rerankforge.data.beir import Collection
 
 
