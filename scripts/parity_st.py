@@ -165,7 +165,7 @@ def evaluate(model_dir: str, cfg, max_queries: int | None) -> dict:
     runs = report.pop("_runs")
     qrels = {q: j for q, j in coll.qrels(ev.split).items() if q in runs["reranked"]}
     return {"reranked": report["reranked"], "first_stage": report["first_stage"], "queries": report["queries"],
-            "per_query": per_query(qrels, runs["reranked"]), "first_stage_per_query": per_query(qrels, runs["first_stage"])}
+            "per_query": per_query(qrels, runs["reranked"])}
 
 
 def main(argv=None) -> dict:
@@ -192,8 +192,7 @@ def main(argv=None) -> dict:
             print(f"{name}: trained in {results[name]['train_seconds']} s", flush=True)
         for name, r in results.items():
             ev = evaluate(r["model"], cfg, args.eval_queries)
-            r["eval"] = {k: v for k, v in ev.items() if k != "first_stage_per_query"}
-            first = ev["first_stage_per_query"], ev["first_stage"]
+            r["eval"] = ev
             print(f"{name}: nDCG@10 {ev['reranked']['nDCG@10']:.4f}", flush=True)
         rf, st = (results[n]["eval"]["per_query"] for n in ("rerankforge", "sentence_transformers"))
         diff = compare(st, rf)  # delta = rerankforge - sentence-transformers
@@ -213,7 +212,7 @@ def main(argv=None) -> dict:
                        "max_length": cfg.model.max_length, "bf16": cfg.bf16,
                        "attention_dropout": cfg.model.attention_dropout, "fast_dropout": cfg.model.fast_dropout},
             "eval": {"collection": cfg.eval.collection, "split": cfg.eval.split, "depth": cfg.eval.depth,
-                     "first_stage_nDCG@10": first[1]["nDCG@10"]},
+                     "first_stage_nDCG@10": results["rerankforge"]["eval"]["first_stage"]["nDCG@10"]},
             "rerankforge": results["rerankforge"], "sentence_transformers": results["sentence_transformers"],
             "rerankforge_minus_sentence_transformers": diff,
             "train_time_ratio": round(results["sentence_transformers"]["train_seconds"]

@@ -28,7 +28,7 @@ _SCALE = 65536
 
 
 def _drop_mask(shape: torch.Size, p: float) -> torch.Tensor:
-    n = int(np.prod(shape)) if len(shape) else 1
+    n = shape.numel()
     seed = int(torch.randint(0, 2**62, (1,)).item())  # from torch's generator: seeded, saved, resumed
     words = np.random.Generator(np.random.PCG64(seed)).bit_generator.random_raw((n + 3) // 4)
     u = torch.from_numpy(words.view(np.uint16)[:n].view(np.int16))
